@@ -1,0 +1,172 @@
+//! A tweet checked against the contract's format and ready to store.
+//!
+//! Checking borrows from the text and skips over every value it does not need, so it costs one
+//! pass of the JSON parser; the text itself is what gets stored and served.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny};
+use serde_json::value::RawValue;
+
+use crate::ids::{TweetId, UserId};
+
+/// A tweet in the contract's format, with the columns storage indexes pulled out of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TweetRecord {
+    pub tweet_id: TweetId,
+    pub user_id: UserId,
+    /// At least one photo, video or GIF: the tweet belongs on the media timeline.
+    pub has_media: bool,
+    /// The tweet object as delivered, one JSON object.
+    pub json: String,
+    /// The author object as delivered (`user` of the tweet).
+    pub user_json: String,
+    /// The author's handle, when the tweet carries one.
+    pub username: Option<String>,
+}
+
+/// Why a text is not a tweet in the contract's format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RecordError(String);
+
+impl TweetRecord {
+    /// Checks one JSON object in the contract's tweet format and keeps its text.
+    pub fn from_json(text: &str) -> Result<Self, RecordError> {
+        let text = text.trim();
+        if !text.starts_with('{') {
+            return Err(RecordError("a tweet is a JSON object".into()));
+        }
+        let shape: TweetShape<'_> =
+            serde_json::from_str(text).map_err(|e| RecordError(e.to_string()))?;
+        let author: UserShape<'_> = serde_json::from_str(shape.user.get())
+            .map_err(|e| RecordError(format!("user: {e}")))?;
+        let listed_urls = shape.media_url.0.is_some_and(|urls| urls.0 > 0);
+        let entities = shape
+            .extended_entities
+            .0
+            .and_then(|e| e.media)
+            .is_some_and(|media| media.0 > 0);
+        Ok(TweetRecord {
+            tweet_id: shape.tweet_id.0,
+            user_id: author.user_id.0,
+            has_media: listed_urls || entities,
+            json: text.to_owned(),
+            user_json: shape.user.get().to_owned(),
+            username: author.username.map(str::to_owned),
+        })
+    }
+}
+
+/// The fields every tweet must carry. Those typed `Present` or `IgnoredAny` must be there but may
+/// hold anything the format allows (the original API writes `null` freely).
+#[derive(Deserialize)]
+struct TweetShape<'a> {
+    tweet_id: TweetIdText,
+    #[serde(rename = "creation_date")]
+    _creation_date: Present<String>,
+    #[serde(rename = "text")]
+    _text: Present<IgnoredAny>,
+    media_url: Present<Count<StrItem>>,
+    #[serde(rename = "video_url")]
+    _video_url: Present<IgnoredAny>,
+    #[serde(borrow)]
+    user: &'a RawValue,
+    #[serde(rename = "timestamp")]
+    _timestamp: i64,
+    extended_entities: Present<Entities>,
+}
+
+#[derive(Deserialize)]
+struct Entities {
+    #[serde(default)]
+    media: Option<Count<IgnoredAny>>,
+}
+
+#[derive(Deserialize)]
+struct UserShape<'a> {
+    user_id: UserIdText,
+    #[serde(default, borrow)]
+    username: Option<&'a str>,
+}
+
+/// A field that must be present, though it may be `null`.
+struct Present<T>(Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Present<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Option::<T>::deserialize(deserializer).map(Present)
+    }
+}
+
+/// The length of an array whose items are checked with `T` and then dropped.
+struct Count<T>(usize, std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Count<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Items<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> de::Visitor<'de> for Items<T> {
+            type Value = Count<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Count<T>, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<T>()?.is_some() {
+                    n += 1;
+                }
+                Ok(Count(n, std::marker::PhantomData))
+            }
+        }
+        deserializer.deserialize_seq(Items(std::marker::PhantomData))
+    }
+}
+
+/// An array item that must be a string (`media_url` entries).
+struct StrItem;
+
+impl<'de> Deserialize<'de> for StrItem {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = StrItem;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a URL string")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<StrItem, E> {
+                Ok(StrItem)
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+/// Ids in the stored format are strings of digits only: a JSON number would be rounded by
+/// JavaScript clients, so it is rejected at the door rather than served.
+macro_rules! strict_id {
+    ($name:ident, $id:ident, $what:literal) => {
+        struct $name($id);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct V;
+                impl de::Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(concat!($what, " as a string of digits"))
+                    }
+                    fn visit_str<E: de::Error>(self, v: &str) -> Result<$name, E> {
+                        v.parse::<$id>()
+                            .map($name)
+                            .map_err(|e| E::custom(format_args!(concat!($what, ": {}"), e)))
+                    }
+                }
+                deserializer.deserialize_str(V)
+            }
+        }
+    };
+}
+
+strict_id!(TweetIdText, TweetId, "tweet_id");
+strict_id!(UserIdText, UserId, "user.user_id");

@@ -1,0 +1,87 @@
+//! Storage behind one trait.
+//!
+//! The server, the CLI and the tests talk to a [`Store`]; each backend (the embedded SQLite store
+//! now, PostgreSQL later) implements it in its own crate and owns its schema and migrations. The
+//! backend is chosen once, from the database location, and everything after holds an
+//! `Arc<dyn Store>`.
+
+use async_trait::async_trait;
+use xgate_model::{TweetId, TweetRecord, UserId};
+
+pub mod sortable;
+#[cfg(feature = "story")]
+pub mod story;
+
+/// A stored tweet on its way out: its id and its JSON exactly as it was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTweet {
+    pub tweet_id: TweetId,
+    pub json: String,
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpsertSummary {
+    /// Tweets that were new, or whose stored JSON changed.
+    pub written: u64,
+    /// Tweets already stored exactly as given.
+    pub unchanged: u64,
+}
+
+impl std::ops::AddAssign for UpsertSummary {
+    fn add_assign(&mut self, rhs: Self) {
+        self.written += rhs.written;
+        self.unchanged += rhs.unchanged;
+    }
+}
+
+/// A user the store knows, for listings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    pub user_id: UserId,
+    pub username: Option<String>,
+    pub media_tweets: u64,
+}
+
+/// A storage failure. Callers answer it with a 5xx that carries no detail, and log the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or is busy beyond its timeout: worth a retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else the backend reported.
+    #[error("store error: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The operations xgate needs from a store.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The newest media tweets of `user`, newest first, older than `before` when given, at most
+    /// `limit` of them. This is the hot path: one indexed range read, no JSON work.
+    async fn media_page(
+        &self,
+        user: UserId,
+        before: Option<TweetId>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredTweet>>;
+
+    /// Whether the store knows `user` (as the author of any stored tweet).
+    async fn user_exists(&self, user: UserId) -> StoreResult<bool>;
+
+    /// Inserts or replaces tweets by tweet id, and keeps each author's newest profile. Applying
+    /// the same batch twice leaves the store as the first application left it.
+    async fn upsert_tweets(&self, tweets: Vec<TweetRecord>) -> StoreResult<UpsertSummary>;
+
+    /// The value of a setting, storing `value` first if the setting is absent. Atomic: when
+    /// several callers race, all get the one value that was stored first.
+    async fn setting_or_insert(&self, key: &str, value: Vec<u8>) -> StoreResult<Vec<u8>>;
+
+    /// Users by id, at most `limit`, with their media tweet counts.
+    async fn users(&self, limit: usize) -> StoreResult<Vec<UserSummary>>;
+
+    /// Answers when the store is reachable.
+    async fn ping(&self) -> StoreResult<()>;
+}
