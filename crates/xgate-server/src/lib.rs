@@ -1,0 +1,114 @@
+//! The HTTP API of xgate, as a library: build an [`AppState`], then [`router`].
+
+pub mod error;
+mod health;
+mod medias;
+pub mod openapi;
+pub mod params;
+pub mod token;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use rand::RngCore;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use xgate_model::wire::{DEFAULT_LIMIT, DEFAULT_MAX_LIMIT};
+use xgate_store::{Store, StoreResult};
+
+pub use error::ApiError;
+use token::{SECRET_LEN, TokenCodec};
+
+/// The setting under which the store keeps the continuation-token secret.
+const TOKEN_SECRET_SETTING: &str = "continuation_token_secret";
+
+/// What an operator can tune.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Page size when a request names none.
+    pub default_limit: u32,
+    /// The largest page size a request may ask for.
+    pub max_limit: u32,
+    /// The largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            default_limit: DEFAULT_LIMIT,
+            max_limit: DEFAULT_MAX_LIMIT,
+            body_limit: 64 * 1024,
+        }
+    }
+}
+
+/// Everything a request handler needs, cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    store: Arc<dyn Store>,
+    tokens: TokenCodec,
+    config: ServerConfig,
+}
+
+impl AppState {
+    /// Builds the state over `store`. The token secret is made on first start and kept in the
+    /// store, so tokens stay valid across restarts and across nodes sharing the store.
+    pub async fn new(store: Arc<dyn Store>, config: ServerConfig) -> StoreResult<Self> {
+        let mut fresh = vec![0u8; SECRET_LEN];
+        rand::rng().fill_bytes(&mut fresh);
+        let secret = store.setting_or_insert(TOKEN_SECRET_SETTING, fresh).await?;
+        Ok(AppState(Arc::new(Inner {
+            store,
+            tokens: TokenCodec::new(&secret),
+            config,
+        })))
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        &*self.0.store
+    }
+
+    pub fn tokens(&self) -> &TokenCodec {
+        &self.0.tokens
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.0.config
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config().body_limit;
+    let (api, doc) = OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(medias::get_medias, medias::post_medias))
+        .routes(routes!(
+            medias::get_medias_continuation,
+            medias::post_medias_continuation
+        ))
+        .routes(routes!(health::healthz))
+        .split_for_parts();
+    let doc = openapi::finish(doc, state.config());
+    let doc_json = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serialises");
+    api.route(
+        "/openapi.json",
+        get(move || async move { ([(CONTENT_TYPE, "application/json")], doc_json.clone()) }),
+    )
+    .fallback(|| async { ApiError::NotFound })
+    .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+    .layer(DefaultBodyLimit::max(body_limit))
+    .layer(CatchPanicLayer::custom(|_| {
+        ApiError::Internal("a request handler panicked".into()).into_response()
+    }))
+    .layer(TraceLayer::new_for_http())
+    .with_state(state)
+}

@@ -1,0 +1,176 @@
+//! Every error the API answers with, and the one table that maps each to its status and body.
+//!
+//! 422s carry FastAPI's `{"detail": [...]}` list; every other error is
+//! `{"detail": "<message>", "code": "<snake_case_code>"}`. A 5xx body never carries internal
+//! detail: the cause goes to the log.
+
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use xgate_model::wire::{ErrorBody, HttpValidationError, LocItem, ValidationError};
+use xgate_store::StoreError;
+
+/// An error answer of the API.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The request did not validate; one entry per problem.
+    Validation(Vec<ValidationError>),
+    UserNotFound,
+    /// No such route.
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    /// The request body could not be read (the client went away mid-body, say).
+    BadRequest(String),
+    /// The store did not answer in time; worth retrying.
+    StoreUnavailable(StoreError),
+    /// A bug or an unexpected failure: logged, answered opaquely.
+    Internal(String),
+}
+
+impl ApiError {
+    /// Status, code and message of every non-422 error, in one place.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_error",
+                "validation error",
+            ),
+            ApiError::UserNotFound => (StatusCode::NOT_FOUND, "user_not_found", "user not found"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not Found"),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method Not Allowed",
+            ),
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body too large",
+            ),
+            ApiError::BadRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the request body could not be read",
+            ),
+            ApiError::StoreUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store is unavailable, try again shortly",
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Internal Server Error",
+            ),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ApiError::StoreUnavailable(e),
+            StoreError::Backend(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, detail) = self.parts();
+        let body = match self {
+            ApiError::Validation(detail) => {
+                serde_json::to_vec(&HttpValidationError { detail }).expect("serialisable")
+            }
+            other => {
+                match &other {
+                    ApiError::StoreUnavailable(cause) => tracing::warn!(%cause, "store unavailable"),
+                    ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
+                    ApiError::BadRequest(cause) => tracing::debug!(%cause, "unreadable body"),
+                    _ => {}
+                }
+                let body = ErrorBody {
+                    detail: detail.to_owned(),
+                    code: code.to_owned(),
+                };
+                serde_json::to_vec(&body).expect("serialisable")
+            }
+        };
+        (status, [(CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
+/// Builders for the pydantic-v1 entries of contract §4.
+pub mod issue {
+    use super::*;
+
+    fn entry(loc: Vec<LocItem>, msg: &str, kind: &str, ctx: Option<Map<String, Value>>) -> ValidationError {
+        ValidationError {
+            loc,
+            msg: msg.to_owned(),
+            kind: kind.to_owned(),
+            ctx,
+        }
+    }
+
+    fn limit_ctx(limit: impl Into<Value>) -> Option<Map<String, Value>> {
+        let mut ctx = Map::new();
+        ctx.insert("limit_value".into(), limit.into());
+        Some(ctx)
+    }
+
+    pub fn missing(loc: Vec<LocItem>) -> ValidationError {
+        entry(loc, "field required", "value_error.missing", None)
+    }
+
+    pub fn none_not_allowed(loc: Vec<LocItem>) -> ValidationError {
+        entry(loc, "none is not an allowed value", "type_error.none.not_allowed", None)
+    }
+
+    pub fn not_an_integer(loc: Vec<LocItem>) -> ValidationError {
+        entry(loc, "value is not a valid integer", "type_error.integer", None)
+    }
+
+    pub fn below(loc: Vec<LocItem>, minimum: impl Into<Value> + std::fmt::Display) -> ValidationError {
+        let msg = format!("ensure this value is greater than or equal to {minimum}");
+        entry(loc, &msg, "value_error.number.not_ge", limit_ctx(minimum))
+    }
+
+    pub fn above(loc: Vec<LocItem>, maximum: impl Into<Value> + std::fmt::Display) -> ValidationError {
+        let msg = format!("ensure this value is less than or equal to {maximum}");
+        entry(loc, &msg, "value_error.number.not_le", limit_ctx(maximum))
+    }
+
+    pub fn not_a_string(loc: Vec<LocItem>) -> ValidationError {
+        entry(loc, "str type expected", "type_error.str", None)
+    }
+
+    pub fn not_a_dict(loc: Vec<LocItem>) -> ValidationError {
+        entry(loc, "value is not a valid dict", "type_error.dict", None)
+    }
+
+    pub fn bad_token(loc: Vec<LocItem>) -> ValidationError {
+        entry(loc, "invalid continuation token", "value_error.continuation_token", None)
+    }
+
+    /// A body that is not JSON: `loc` is `["body", <byte offset>]`, as FastAPI reports it.
+    pub fn json_decode(offset: usize, msg: &str, line: usize, column: usize) -> ValidationError {
+        let ctx = json!({"msg": msg, "pos": offset, "lineno": line, "colno": column});
+        let Value::Object(ctx) = ctx else {
+            unreachable!("json! of an object literal")
+        };
+        entry(
+            vec!["body".into(), LocItem::Index(offset as u64)],
+            msg,
+            "value_error.jsondecode",
+            Some(ctx),
+        )
+    }
+}

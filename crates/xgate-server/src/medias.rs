@@ -1,0 +1,154 @@
+//! The User's Media endpoints: a user's media tweets, newest first, page after page.
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use xgate_model::wire::{
+    ErrorBody, HttpValidationError, MediasContinuationQuery, MediasContinuationRequest,
+    MediasQuery, MediasRequest, MediasResponse,
+};
+use xgate_store::StoredTweet;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::params::{BodyPage, PageRequest, QueryPage};
+
+/// The OpenAPI tag of these endpoints.
+pub const TAG: &str = "User";
+
+/// Reads one page plus one tweet of look-ahead: the extra tweet only tells whether another page
+/// exists, so the last page carries a null token and no client ever pays for an empty page.
+pub async fn page(state: &AppState, req: PageRequest) -> Result<Response, ApiError> {
+    let mut tweets = state
+        .store()
+        .media_page(req.user, req.after, req.limit + 1)
+        .await?;
+    if tweets.is_empty() && !state.store().user_exists(req.user).await? {
+        return Err(ApiError::UserNotFound);
+    }
+    let next = if tweets.len() > req.limit {
+        tweets.truncate(req.limit);
+        tweets.last().map(|t| state.tokens().issue(req.user, t.tweet_id))
+    } else {
+        None
+    };
+    Ok(([(CONTENT_TYPE, "application/json")], render(&tweets, next.as_deref())).into_response())
+}
+
+/// Writes `{"results": [...], "continuation_token": ...}` around the stored tweets' JSON, copied
+/// as stored: serving a page parses nothing.
+fn render(tweets: &[StoredTweet], next: Option<&str>) -> Vec<u8> {
+    let size: usize = tweets.iter().map(|t| t.json.len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 96);
+    out.extend_from_slice(b"{\"results\":[");
+    for (i, tweet) in tweets.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(tweet.json.as_bytes());
+    }
+    out.extend_from_slice(b"],\"continuation_token\":");
+    match next {
+        // Tokens are base64url: nothing in them needs escaping.
+        Some(token) => {
+            out.push(b'"');
+            out.extend_from_slice(token.as_bytes());
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+    out
+}
+
+/// User's Media
+///
+/// This endpoint returns the list of a user's medias: the first page of their tweets with photos,
+/// videos or GIFs, newest first.
+#[utoipa::path(
+    get,
+    path = "/user/medias",
+    operation_id = "User_s_Media_get__user_medias",
+    tag = TAG,
+    params(MediasQuery),
+    responses(
+        (status = 200, description = "Response", body = MediasResponse),
+        (status = 404, description = "Unknown user", body = ErrorBody),
+        (status = 422, description = "Validation Error", body = HttpValidationError),
+    )
+)]
+pub async fn get_medias(
+    State(state): State<AppState>,
+    QueryPage(req): QueryPage<false>,
+) -> Result<Response, ApiError> {
+    page(&state, req).await
+}
+
+/// User's Media
+///
+/// This endpoint returns the list of a user's medias: the first page of their tweets with photos,
+/// videos or GIFs, newest first.
+#[utoipa::path(
+    post,
+    path = "/user/medias",
+    operation_id = "User_s_Media_post__user_medias",
+    tag = TAG,
+    request_body = MediasRequest,
+    responses(
+        (status = 200, description = "Response", body = MediasResponse),
+        (status = 404, description = "Unknown user", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Validation Error", body = HttpValidationError),
+    )
+)]
+pub async fn post_medias(
+    State(state): State<AppState>,
+    BodyPage(req): BodyPage<false>,
+) -> Result<Response, ApiError> {
+    page(&state, req).await
+}
+
+/// Continuation User's Media
+///
+/// This endpoint returns the list of a user's medias: the page after a continuation token.
+#[utoipa::path(
+    get,
+    path = "/user/medias/continuation",
+    operation_id = "Continuation_User_s_Media_get__user_medias_continuation",
+    tag = TAG,
+    params(MediasContinuationQuery),
+    responses(
+        (status = 200, description = "Response", body = MediasResponse),
+        (status = 404, description = "Unknown user", body = ErrorBody),
+        (status = 422, description = "Validation Error", body = HttpValidationError),
+    )
+)]
+pub async fn get_medias_continuation(
+    State(state): State<AppState>,
+    QueryPage(req): QueryPage<true>,
+) -> Result<Response, ApiError> {
+    page(&state, req).await
+}
+
+/// Continuation User's Media
+///
+/// This endpoint returns the list of a user's medias: the page after a continuation token.
+#[utoipa::path(
+    post,
+    path = "/user/medias/continuation",
+    operation_id = "Continuation_User_s_Media_post__user_medias_continuation",
+    tag = TAG,
+    request_body = MediasContinuationRequest,
+    responses(
+        (status = 200, description = "Response", body = MediasResponse),
+        (status = 404, description = "Unknown user", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Validation Error", body = HttpValidationError),
+    )
+)]
+pub async fn post_medias_continuation(
+    State(state): State<AppState>,
+    BodyPage(req): BodyPage<true>,
+) -> Result<Response, ApiError> {
+    page(&state, req).await
+}
