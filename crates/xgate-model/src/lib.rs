@@ -5,6 +5,7 @@ pub mod examples;
 pub mod ids;
 pub mod record;
 pub mod sample;
+pub mod time;
 pub mod tweet;
 pub mod wire;
 

@@ -42,10 +42,9 @@ impl TweetRecord {
             serde_json::from_str(text).map_err(|e| RecordError(e.to_string()))?;
         let author: UserShape<'_> = serde_json::from_str(shape.user.get())
             .map_err(|e| RecordError(format!("user: {e}")))?;
-        let listed_urls = shape.media_url.0.is_some_and(|urls| urls.0 > 0);
+        let listed_urls = shape.media_url.is_some_and(|urls| urls.0 > 0);
         let entities = shape
             .extended_entities
-            .0
             .and_then(|e| e.media)
             .is_some_and(|media| media.0 > 0);
         Ok(TweetRecord {
@@ -59,23 +58,25 @@ impl TweetRecord {
     }
 }
 
-/// The fields every tweet must carry. Those typed `Present` or `IgnoredAny` must be there but may
-/// hold anything the format allows (the original API writes `null` freely).
+/// The fields every tweet must carry. Those typed `IgnoredAny` must be there but may hold anything
+/// (the original API writes `null` freely); the others are checked as far as storage relies on them.
 #[derive(Deserialize)]
 struct TweetShape<'a> {
     tweet_id: TweetIdText,
     #[serde(rename = "creation_date")]
-    _creation_date: Present<String>,
+    _creation_date: IgnoredAny,
     #[serde(rename = "text")]
-    _text: Present<IgnoredAny>,
-    media_url: Present<Count<StrItem>>,
+    _text: IgnoredAny,
+    #[serde(deserialize_with = "nullable")]
+    media_url: Option<Count<StrItem>>,
     #[serde(rename = "video_url")]
-    _video_url: Present<IgnoredAny>,
+    _video_url: IgnoredAny,
     #[serde(borrow)]
     user: &'a RawValue,
     #[serde(rename = "timestamp")]
     _timestamp: i64,
-    extended_entities: Present<Entities>,
+    #[serde(deserialize_with = "nullable")]
+    extended_entities: Option<Entities>,
 }
 
 #[derive(Deserialize)]
@@ -91,13 +92,10 @@ struct UserShape<'a> {
     username: Option<&'a str>,
 }
 
-/// A field that must be present, though it may be `null`.
-struct Present<T>(Option<T>);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Present<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Option::<T>::deserialize(deserializer).map(Present)
-    }
+/// A field that must be present, though it may be `null`. (With `deserialize_with`, serde
+/// reports a missing field instead of taking it as `None`.)
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(d)
 }
 
 /// The length of an array whose items are checked with `T` and then dropped.
@@ -170,3 +168,80 @@ macro_rules! strict_id {
 
 strict_id!(TweetIdText, TweetId, "tweet_id");
 strict_id!(UserIdText, UserId, "user.user_id");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = include_str!("../../../fixtures/seed/seed-user-96479162-medias.jsonl");
+
+    fn seed_line() -> serde_json::Value {
+        serde_json::from_str(SEED.lines().next().unwrap()).unwrap()
+    }
+
+    fn check(value: &serde_json::Value) -> Result<TweetRecord, RecordError> {
+        TweetRecord::from_json(&value.to_string())
+    }
+
+    #[test]
+    fn the_seed_tweets_are_records_kept_verbatim() {
+        for line in SEED.lines() {
+            let rec = TweetRecord::from_json(line).unwrap();
+            assert_eq!(rec.json, line);
+            assert_eq!(rec.user_id, UserId(96479162));
+            assert_eq!(rec.username.as_deref(), Some("omarmhaimdat"));
+            assert!(rec.has_media);
+        }
+    }
+
+    #[test]
+    fn every_contract_field_checked_here_is_required() {
+        for field in [
+            "tweet_id",
+            "creation_date",
+            "text",
+            "media_url",
+            "video_url",
+            "user",
+            "timestamp",
+            "extended_entities",
+        ] {
+            let mut tweet = seed_line();
+            tweet.as_object_mut().unwrap().remove(field);
+            let err = check(&tweet).unwrap_err();
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn ids_must_be_strings_of_digits() {
+        let mut tweet = seed_line();
+        tweet["tweet_id"] = serde_json::json!(1517995317697916928u64);
+        assert!(check(&tweet).unwrap_err().to_string().contains("tweet_id"));
+        let mut tweet = seed_line();
+        tweet["user"]["user_id"] = serde_json::json!("96479162x");
+        assert!(check(&tweet).unwrap_err().to_string().contains("user.user_id"));
+    }
+
+    #[test]
+    fn media_comes_from_urls_or_entities() {
+        let mut tweet = seed_line();
+        tweet["media_url"] = serde_json::Value::Null;
+        assert!(check(&tweet).unwrap().has_media, "entities alone");
+        tweet["extended_entities"] = serde_json::Value::Null;
+        assert!(!check(&tweet).unwrap().has_media);
+        tweet["media_url"] = serde_json::json!([]);
+        assert!(!check(&tweet).unwrap().has_media);
+        tweet["media_url"] = serde_json::json!(["https://pbs.twimg.com/media/x.jpg"]);
+        assert!(check(&tweet).unwrap().has_media, "urls alone");
+        tweet["media_url"] = serde_json::json!([1]);
+        assert!(check(&tweet).is_err(), "a URL is a string");
+    }
+
+    #[test]
+    fn what_is_not_one_json_object_is_refused() {
+        for bad in ["", "[]", "null", "{", "{} {}", "\"tweet\""] {
+            assert!(TweetRecord::from_json(bad).is_err(), "{bad:?}");
+        }
+    }
+}

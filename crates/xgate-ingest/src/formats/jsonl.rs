@@ -1,0 +1,82 @@
+//! JSONL: one tweet in the contract's format per line, as served by the API and written by
+//! `xgate gen`.
+
+use std::io::BufRead;
+
+use xgate_model::TweetRecord;
+
+use super::{Format, Item};
+use crate::Rejection;
+
+/// One tweet object a line. Blank lines are skipped; a bad line is rejected with its number.
+pub struct Jsonl;
+
+impl Format for Jsonl {
+    fn name(&self) -> &'static str {
+        "jsonl"
+    }
+
+    fn read(&self, input: &mut dyn BufRead, origin: &str, emit: &mut dyn FnMut(Item)) {
+        let mut line = Vec::new();
+        let mut number = 0u64;
+        loop {
+            line.clear();
+            number += 1;
+            match input.read_until(b'\n', &mut line) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    emit(Err(Rejection::new(origin, number, format!("read error: {e}"))));
+                    return;
+                }
+            }
+            let item = match std::str::from_utf8(&line) {
+                Err(e) => Err(format!("not UTF-8 (byte {})", e.valid_up_to() + 1)),
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => TweetRecord::from_json(text).map_err(|e| e.to_string()),
+            };
+            emit(item.map_err(|reason| Rejection::new(origin, number, reason)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &[u8]) -> Vec<Item> {
+        let mut items = Vec::new();
+        Jsonl.read(&mut &text[..], "t.jsonl", &mut |item| items.push(item));
+        items
+    }
+
+    #[test]
+    fn good_lines_pass_and_bad_ones_say_where() {
+        let good = serde_json::to_string(&xgate_model::sample::tweet(1, 2, true)).unwrap();
+        let text = format!("{good}\n\n{{\"tweet_id\": 1}}\nnot json\n{good}\r\n");
+        let mut input = text.into_bytes();
+        input.extend_from_slice(b"\xff\n");
+        let items = read(&input);
+        let places: Vec<String> = items
+            .iter()
+            .map(|item| match item {
+                Ok(rec) => format!("ok {}", rec.tweet_id),
+                Err(r) => r.place.clone(),
+            })
+            .collect();
+        assert_eq!(
+            places,
+            ["ok 1", "t.jsonl:3", "t.jsonl:4", "ok 1", "t.jsonl:6"]
+        );
+        let Err(missing) = &items[1] else { panic!() };
+        assert!(missing.reason.contains("tweet_id"), "{}", missing.reason);
+    }
+
+    #[test]
+    fn a_last_line_without_newline_counts() {
+        let good = serde_json::to_string(&xgate_model::sample::tweet(9, 2, false)).unwrap();
+        let items = read(good.as_bytes());
+        assert_eq!(items.len(), 1);
+        assert!(items[0].is_ok());
+    }
+}
