@@ -54,7 +54,10 @@ impl std::fmt::Display for Rejection {
 pub enum Source {
     File(PathBuf),
     /// Bytes in memory under a name, such as the demo data built into the binary.
-    Bytes { name: String, data: Vec<u8> },
+    Bytes {
+        name: String,
+        data: Vec<u8>,
+    },
 }
 
 impl Source {
@@ -134,7 +137,10 @@ fn read_all(format: &dyn Format, sources: Vec<Source>, tx: &mpsc::Sender<Message
                 Ok(file) => Box::new(BufReader::with_capacity(1 << 16, file)),
                 Err(e) => {
                     open = tx
-                        .blocking_send(Message::Rejected(Rejection::whole(&name, format!("cannot open: {e}"))))
+                        .blocking_send(Message::Rejected(Rejection::whole(
+                            &name,
+                            format!("cannot open: {e}"),
+                        )))
                         .is_ok();
                     if !open {
                         return;

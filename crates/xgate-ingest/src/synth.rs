@@ -42,7 +42,7 @@ pub struct SynthConfig {
 /// The id of the `index`-th synthetic user: even indexes get small ids, odd ones ids above 2^53
 /// (as accounts made since 2022 have), so both kinds are always exercised.
 pub fn user_id(index: u64) -> UserId {
-    if index % 2 == 0 {
+    if index.is_multiple_of(2) {
         UserId(100_000 + index * 7_919)
     } else {
         UserId(1_300_000_000_000_000_000 + index * 1_000_003)
@@ -51,7 +51,10 @@ pub fn user_id(index: u64) -> UserId {
 
 /// Every synthetic tweet, user by user, each user's oldest first.
 pub fn tweets(config: SynthConfig) -> impl Iterator<Item = Tweet> {
-    assert!(config.users <= MAX_USERS, "at most {MAX_USERS} synthetic users");
+    assert!(
+        config.users <= MAX_USERS,
+        "at most {MAX_USERS} synthetic users"
+    );
     (0..config.users).flat_map(move |index| UserTimeline::new(config, index))
 }
 
@@ -121,11 +124,7 @@ fn short_code(rng: &mut ChaCha8Rng, len: usize) -> String {
 }
 
 fn profile(rng: &mut ChaCha8Rng, index: u64) -> User {
-    let username = format!(
-        "{}_{}_{index}",
-        pick(rng, ADJECTIVES),
-        pick(rng, NOUNS)
-    );
+    let username = format!("{}_{}_{index}", pick(rng, ADJECTIVES), pick(rng, NOUNS));
     let created = 1_230_000_000 + rng.random_range(0..400_000_000);
     User {
         creation_date: legacy_date(created),
@@ -190,7 +189,11 @@ fn media_tweet(
     let text = format!("{} {link}", text.join(" "));
     let media_path = format!(
         "https://twitter.com/{username}/status/{id}/{}/1",
-        if matches!(kind, Kind::Photo) { "photo" } else { "video" }
+        if matches!(kind, Kind::Photo) {
+            "photo"
+        } else {
+            "video"
+        }
     );
     let offset = text.chars().count() - link.chars().count();
     let media: Vec<MediaEntity> = (0..count)
@@ -241,13 +244,20 @@ fn media_entity(
     expanded: &str,
     offset: usize,
 ) -> MediaEntity {
-    let media_id = tweet.get().saturating_sub(rng.random_range(1..1_000_000) << 22) + position;
+    let media_id = tweet
+        .get()
+        .saturating_sub(rng.random_range(1..1_000_000) << 22)
+        + position;
     let code = short_code(rng, 15);
     let (w, h) = *[(1200u32, 675u32), (1080, 1080), (1080, 1350), (2048, 1536)]
         .get(rng.random_range(0..4))
         .expect("in range");
     let (prefix, type_name, url) = match kind {
-        Kind::Photo => ("3", "photo", format!("https://pbs.twimg.com/media/{code}.jpg")),
+        Kind::Photo => (
+            "3",
+            "photo",
+            format!("https://pbs.twimg.com/media/{code}.jpg"),
+        ),
         Kind::Video => (
             "7",
             "video",
@@ -265,12 +275,18 @@ fn media_entity(
         json!({"h": (f64::from(h) * scale) as u32, "w": (f64::from(w) * scale) as u32, "resize": "fit"})
     };
     let mut other = Map::new();
-    other.insert("display_url".into(), json!(format!("pic.twitter.com/{}", &link[13..])));
+    other.insert(
+        "display_url".into(),
+        json!(format!("pic.twitter.com/{}", &link[13..])),
+    );
     other.insert("expanded_url".into(), json!(expanded));
     other.insert("id_str".into(), json!(media_id.to_string()));
     other.insert("indices".into(), json!([offset, offset + link.len()]));
     other.insert("url".into(), json!(link));
-    other.insert("ext_media_availability".into(), json!({"status": "Available"}));
+    other.insert(
+        "ext_media_availability".into(),
+        json!({"status": "Available"}),
+    );
     other.insert(
         "sizes".into(),
         json!({
@@ -357,7 +373,14 @@ mod tests {
         write_jsonl(config(), &mut b).unwrap();
         assert_eq!(a, b);
         let mut c = Vec::new();
-        write_jsonl(SynthConfig { seed: 8, ..config() }, &mut c).unwrap();
+        write_jsonl(
+            SynthConfig {
+                seed: 8,
+                ..config()
+            },
+            &mut c,
+        )
+        .unwrap();
         assert_ne!(a, c);
     }
 
@@ -373,7 +396,11 @@ mod tests {
             assert!(seen.insert(rec.tweet_id), "ids are unique");
             assert!(rec.tweet_id.get() > 1 << 53);
             let ms = (rec.tweet_id.get() >> 22) + TWITTER_EPOCH_MS;
-            assert_eq!(tweet.timestamp, (ms / 1000) as i64, "the id's time is the tweet's");
+            assert_eq!(
+                tweet.timestamp,
+                (ms / 1000) as i64,
+                "the id's time is the tweet's"
+            );
             assert_eq!(legacy_date(tweet.timestamp).unwrap(), tweet.creation_date);
             let media = &tweet.extended_entities.as_ref().unwrap().media;
             assert_eq!(tweet.media_url.as_ref().unwrap().len(), media.len());
@@ -384,7 +411,10 @@ mod tests {
                 "video" => {
                     let variants = tweet.video_url.as_ref().unwrap();
                     assert_eq!(variants[0].bitrate, Some(2_176_000), "highest MP4 first");
-                    assert_eq!(variants.last().unwrap().content_type, "application/x-mpegURL");
+                    assert_eq!(
+                        variants.last().unwrap().content_type,
+                        "application/x-mpegURL"
+                    );
                 }
                 _ => assert!(tweet.video_url.is_none()),
             }
@@ -393,7 +423,11 @@ mod tests {
         for kind in ["photox1", "videox1", "animated_gifx1"] {
             assert!(kinds.contains_key(kind), "{kind} in {kinds:?}");
         }
-        assert!(kinds.keys().any(|k| k.starts_with("photox") && k != "photox1"));
+        assert!(
+            kinds
+                .keys()
+                .any(|k| k.starts_with("photox") && k != "photox1")
+        );
     }
 
     #[test]

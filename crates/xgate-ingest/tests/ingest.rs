@@ -12,9 +12,11 @@ use xgate_store_sqlite::SqliteStore;
 
 async fn run(store: &Arc<SqliteStore>, sources: Vec<Source>) -> (IngestReport, Vec<Rejection>) {
     let mut rejected = Vec::new();
-    let report = ingest(store.clone(), Arc::new(Jsonl), sources, |r| rejected.push(r.clone()))
-        .await
-        .unwrap();
+    let report = ingest(store.clone(), Arc::new(Jsonl), sources, |r| {
+        rejected.push(r.clone())
+    })
+    .await
+    .unwrap();
     (report, rejected)
 }
 
@@ -24,7 +26,11 @@ async fn good_lines_are_stored_around_bad_ones_and_twice_changes_nothing() {
     let store = Arc::new(SqliteStore::open(dir.path().join("i.db")).unwrap());
     let path = dir.path().join("mixed.jsonl");
     let mut file = std::fs::File::create(&path).unwrap();
-    let config = SynthConfig { users: 2, per_user: 5000, seed: 1 };
+    let config = SynthConfig {
+        users: 2,
+        per_user: 5000,
+        seed: 1,
+    };
     let tweets: Vec<_> = synth::tweets(config).collect();
     for (i, tweet) in tweets.iter().enumerate() {
         writeln!(file, "{}", serde_json::to_string(tweet).unwrap()).unwrap();
@@ -40,7 +46,13 @@ async fn good_lines_are_stored_around_bad_ones_and_twice_changes_nothing() {
     let sources = vec![Source::File(path.clone()), Source::File(missing.clone())];
     let (report, rejected) = run(&store, sources).await;
     assert_eq!(report.read, 10_001);
-    assert_eq!(report.stored, UpsertSummary { written: 10_001, unchanged: 0 });
+    assert_eq!(
+        report.stored,
+        UpsertSummary {
+            written: 10_001,
+            unchanged: 0
+        }
+    );
     assert_eq!(report.without_media, 1);
     assert_eq!(report.rejected, 2);
     assert_eq!(rejected[0].place, format!("{}:4002", path.display()));
@@ -53,6 +65,12 @@ async fn good_lines_are_stored_around_bad_ones_and_twice_changes_nothing() {
     assert!(store.user_exists(UserId(77)).await.unwrap());
 
     let (again, _) = run(&store, vec![Source::File(path)]).await;
-    assert_eq!(again.stored, UpsertSummary { written: 0, unchanged: 10_001 });
+    assert_eq!(
+        again.stored,
+        UpsertSummary {
+            written: 0,
+            unchanged: 10_001
+        }
+    );
     assert_eq!(store.media_page(user, None, 20_000).await.unwrap(), page);
 }

@@ -118,7 +118,16 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_an_id() {
-        for bad in ["", "-1", "+1", " 1", "1 ", "1e3", "0x10", "18446744073709551616"] {
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "1 ",
+            "1e3",
+            "0x10",
+            "18446744073709551616",
+        ] {
             assert!(bad.parse::<UserId>().is_err(), "{bad:?} parsed");
         }
         assert!(serde_json::from_str::<TweetId>("-1").is_err());

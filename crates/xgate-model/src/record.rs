@@ -220,7 +220,12 @@ mod tests {
         assert!(check(&tweet).unwrap_err().to_string().contains("tweet_id"));
         let mut tweet = seed_line();
         tweet["user"]["user_id"] = serde_json::json!("96479162x");
-        assert!(check(&tweet).unwrap_err().to_string().contains("user.user_id"));
+        assert!(
+            check(&tweet)
+                .unwrap_err()
+                .to_string()
+                .contains("user.user_id")
+        );
     }
 
     #[test]

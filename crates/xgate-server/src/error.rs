@@ -91,7 +91,9 @@ impl IntoResponse for ApiError {
             }
             other => {
                 match &other {
-                    ApiError::StoreUnavailable(cause) => tracing::warn!(%cause, "store unavailable"),
+                    ApiError::StoreUnavailable(cause) => {
+                        tracing::warn!(%cause, "store unavailable")
+                    }
                     ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
                     ApiError::BadRequest(cause) => tracing::debug!(%cause, "unreadable body"),
                     _ => {}
@@ -111,7 +113,12 @@ impl IntoResponse for ApiError {
 pub mod issue {
     use super::*;
 
-    fn entry(loc: Vec<LocItem>, msg: &str, kind: &str, ctx: Option<Map<String, Value>>) -> ValidationError {
+    fn entry(
+        loc: Vec<LocItem>,
+        msg: &str,
+        kind: &str,
+        ctx: Option<Map<String, Value>>,
+    ) -> ValidationError {
         ValidationError {
             loc,
             msg: msg.to_owned(),
@@ -131,19 +138,35 @@ pub mod issue {
     }
 
     pub fn none_not_allowed(loc: Vec<LocItem>) -> ValidationError {
-        entry(loc, "none is not an allowed value", "type_error.none.not_allowed", None)
+        entry(
+            loc,
+            "none is not an allowed value",
+            "type_error.none.not_allowed",
+            None,
+        )
     }
 
     pub fn not_an_integer(loc: Vec<LocItem>) -> ValidationError {
-        entry(loc, "value is not a valid integer", "type_error.integer", None)
+        entry(
+            loc,
+            "value is not a valid integer",
+            "type_error.integer",
+            None,
+        )
     }
 
-    pub fn below(loc: Vec<LocItem>, minimum: impl Into<Value> + std::fmt::Display) -> ValidationError {
+    pub fn below(
+        loc: Vec<LocItem>,
+        minimum: impl Into<Value> + std::fmt::Display,
+    ) -> ValidationError {
         let msg = format!("ensure this value is greater than or equal to {minimum}");
         entry(loc, &msg, "value_error.number.not_ge", limit_ctx(minimum))
     }
 
-    pub fn above(loc: Vec<LocItem>, maximum: impl Into<Value> + std::fmt::Display) -> ValidationError {
+    pub fn above(
+        loc: Vec<LocItem>,
+        maximum: impl Into<Value> + std::fmt::Display,
+    ) -> ValidationError {
         let msg = format!("ensure this value is less than or equal to {maximum}");
         entry(loc, &msg, "value_error.number.not_le", limit_ctx(maximum))
     }
@@ -157,7 +180,12 @@ pub mod issue {
     }
 
     pub fn bad_token(loc: Vec<LocItem>) -> ValidationError {
-        entry(loc, "invalid continuation token", "value_error.continuation_token", None)
+        entry(
+            loc,
+            "invalid continuation token",
+            "value_error.continuation_token",
+            None,
+        )
     }
 
     /// A body that is not JSON: `loc` is `["body", <byte offset>]`, as FastAPI reports it.

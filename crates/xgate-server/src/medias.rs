@@ -28,11 +28,17 @@ pub async fn page(state: &AppState, req: PageRequest) -> Result<Response, ApiErr
     }
     let next = if tweets.len() > req.limit {
         tweets.truncate(req.limit);
-        tweets.last().map(|t| state.tokens().issue(req.user, t.tweet_id))
+        tweets
+            .last()
+            .map(|t| state.tokens().issue(req.user, t.tweet_id))
     } else {
         None
     };
-    Ok(([(CONTENT_TYPE, "application/json")], render(&tweets, next.as_deref())).into_response())
+    Ok((
+        [(CONTENT_TYPE, "application/json")],
+        render(&tweets, next.as_deref()),
+    )
+        .into_response())
 }
 
 /// Writes `{"results": [...], "continuation_token": ...}` around the stored tweets' JSON, copied

@@ -164,7 +164,10 @@ fn offset_of(text: &[u8], line: usize, column: usize) -> usize {
 fn line_and_column(text: &[u8], offset: usize) -> (usize, usize) {
     let before = &text[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
     (line, offset - line_start + 1)
 }
 
@@ -313,7 +316,10 @@ mod tests {
         assert_eq!(value(json("1e2")), Some(100));
         assert_eq!(value(json("18446744073709551615")), Some(u64::MAX.into()));
         assert_eq!(value(json("1e400")), None);
-        assert_eq!(value(json("99999999999999999999999999999999999999999")), Some(i128::MAX));
+        assert_eq!(
+            value(json("99999999999999999999999999999999999999999")),
+            Some(i128::MAX)
+        );
         assert_eq!(value(json("12.5")), None);
         assert_eq!(value(json("true")), None);
         assert_eq!(value(json("[1]")), None);

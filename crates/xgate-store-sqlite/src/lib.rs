@@ -199,10 +199,7 @@ impl Store for SqliteStore {
                 .collect(),
             Some(before) => conn
                 .prepare_cached(PAGE_AFTER_SQL)?
-                .query_map(
-                    params![user, to_column(before.get()), limit],
-                    stored_tweet,
-                )?
+                .query_map(params![user, to_column(before.get()), limit], stored_tweet)?
                 .collect(),
         })
     }
@@ -228,9 +225,10 @@ impl Store for SqliteStore {
                 "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
                 params![key, value],
             )?;
-            let stored = tx.query_row("SELECT value FROM settings WHERE key = ?1", [&key], |row| {
-                row.get(0)
-            })?;
+            let stored =
+                tx.query_row("SELECT value FROM settings WHERE key = ?1", [&key], |row| {
+                    row.get(0)
+                })?;
             tx.commit()?;
             Ok(stored)
         })
@@ -313,6 +311,9 @@ mod tests {
             .unwrap();
         drop(conn);
         let err = SqliteStore::open(&path).err().expect("must refuse");
-        assert!(err.to_string().contains("newer than this xgate knows"), "{err}");
+        assert!(
+            err.to_string().contains("newer than this xgate knows"),
+            "{err}"
+        );
     }
 }

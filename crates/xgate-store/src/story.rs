@@ -43,7 +43,13 @@ fn ids(page: &[crate::StoredTweet]) -> Vec<u64> {
 
 pub async fn empty_store_knows_no_one(store: &dyn Store) {
     assert!(!store.user_exists(UserId(1)).await.unwrap());
-    assert!(store.media_page(UserId(1), None, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .media_page(UserId(1), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(store.users(10).await.unwrap().is_empty());
 }
 
@@ -91,26 +97,55 @@ pub async fn keyset_pages_continue_after_the_cursor(store: &dyn Store) {
 pub async fn upsert_is_idempotent(store: &dyn Store) {
     let batch: Vec<TweetRecord> = (1..=5).map(|i| record(i, 3, i % 2 == 0)).collect();
     let first = store.upsert_tweets(batch.clone()).await.unwrap();
-    assert_eq!(first, UpsertSummary { written: 5, unchanged: 0 });
+    assert_eq!(
+        first,
+        UpsertSummary {
+            written: 5,
+            unchanged: 0
+        }
+    );
     let before = store.media_page(UserId(3), None, 20).await.unwrap();
     let second = store.upsert_tweets(batch).await.unwrap();
-    assert_eq!(second, UpsertSummary { written: 0, unchanged: 5 });
+    assert_eq!(
+        second,
+        UpsertSummary {
+            written: 0,
+            unchanged: 5
+        }
+    );
     assert_eq!(store.media_page(UserId(3), None, 20).await.unwrap(), before);
 }
 
 pub async fn upsert_replaces_a_changed_tweet(store: &dyn Store) {
     store.upsert_tweets(vec![record(5, 3, true)]).await.unwrap();
     // The same tweet again, now without media: it leaves the media timeline.
-    let summary = store.upsert_tweets(vec![record(5, 3, false)]).await.unwrap();
-    assert_eq!(summary, UpsertSummary { written: 1, unchanged: 0 });
-    assert!(store.media_page(UserId(3), None, 10).await.unwrap().is_empty());
+    let summary = store
+        .upsert_tweets(vec![record(5, 3, false)])
+        .await
+        .unwrap();
+    assert_eq!(
+        summary,
+        UpsertSummary {
+            written: 1,
+            unchanged: 0
+        }
+    );
+    assert!(
+        store
+            .media_page(UserId(3), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(store.user_exists(UserId(3)).await.unwrap());
 }
 
 pub async fn json_comes_back_as_stored(store: &dyn Store) {
     let mut rec = record(77, 4, true);
     // Unusual but valid JSON text: spacing, escapes and unknown fields are kept as they are.
-    rec.json = rec.json.replacen('{', "{ \"x_unknown\" : [1, 2.50, \"\\u00e9\"] ,", 1);
+    rec.json = rec
+        .json
+        .replacen('{', "{ \"x_unknown\" : [1, 2.50, \"\\u00e9\"] ,", 1);
     let rec = TweetRecord::from_json(&rec.json).unwrap();
     store.upsert_tweets(vec![rec.clone()]).await.unwrap();
     let page = store.media_page(UserId(4), None, 1).await.unwrap();
@@ -151,11 +186,17 @@ pub async fn the_newest_profile_wins(store: &dyn Store) {
         .upsert_tweets(vec![renamed(20, "new"), renamed(10, "old")])
         .await
         .unwrap();
-    store.upsert_tweets(vec![renamed(5, "older")]).await.unwrap();
+    store
+        .upsert_tweets(vec![renamed(5, "older")])
+        .await
+        .unwrap();
     let users = store.users(10).await.unwrap();
     assert_eq!(users.len(), 1);
     assert_eq!(users[0].username.as_deref(), Some("new"));
-    store.upsert_tweets(vec![renamed(30, "newest")]).await.unwrap();
+    store
+        .upsert_tweets(vec![renamed(30, "newest")])
+        .await
+        .unwrap();
     let users = store.users(10).await.unwrap();
     assert_eq!(users[0].username.as_deref(), Some("newest"));
 }

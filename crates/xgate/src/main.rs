@@ -1,1 +1,74 @@
-fn main() {}
+//! `xgate`: the command line. Each subcommand is a thin layer over the library crates.
+
+mod demo;
+mod gen_cmd;
+mod ingest_cmd;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Self-hosted X (Twitter) data API server.
+#[derive(Debug, Parser)]
+#[command(name = "xgate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API over HTTP.
+    Serve(serve::ServeArgs),
+    /// Load tweets (JSONL in the API's tweet format) into the store.
+    Ingest(ingest_cmd::IngestArgs),
+    /// Write deterministic synthetic media tweets as JSONL.
+    Gen(gen_cmd::GenArgs),
+}
+
+/// The store used when none is named.
+pub const DEFAULT_DB: &str = "xgate.db";
+
+/// Exit code of `xgate ingest` when some input was rejected (the rest was stored).
+pub const EXIT_REJECTED: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&anyhow::anyhow!("cannot start the runtime: {e}")),
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Ingest(args) => ingest_cmd::run(args).await,
+            Command::Gen(args) => gen_cmd::run(args).map(|()| ExitCode::SUCCESS),
+        }
+    });
+    outcome.unwrap_or_else(|e| fail(&e))
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("xgate: error: {e:#}");
+    ExitCode::FAILURE
+}
+
+fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// `--db` as given, else `XGATE_DB`, else `fallback`.
+fn db_path(db: Option<PathBuf>, fallback: &str) -> PathBuf {
+    db.unwrap_or_else(|| PathBuf::from(fallback))
+}

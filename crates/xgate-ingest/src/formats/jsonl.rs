@@ -26,7 +26,11 @@ impl Format for Jsonl {
                 Ok(0) => return,
                 Ok(_) => {}
                 Err(e) => {
-                    emit(Err(Rejection::new(origin, number, format!("read error: {e}"))));
+                    emit(Err(Rejection::new(
+                        origin,
+                        number,
+                        format!("read error: {e}"),
+                    )));
                     return;
                 }
             }

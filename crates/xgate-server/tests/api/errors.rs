@@ -13,7 +13,10 @@ async fn unknown_path_and_wrong_method() {
     assert_eq!(body, json!({"detail": "Not Found", "code": "not_found"}));
     let (status, body) = app.call(Method::DELETE, "/user/medias", None).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(body, json!({"detail": "Method Not Allowed", "code": "method_not_allowed"}));
+    assert_eq!(
+        body,
+        json!({"detail": "Method Not Allowed", "code": "method_not_allowed"})
+    );
 }
 
 #[tokio::test]

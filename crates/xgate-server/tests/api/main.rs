@@ -51,9 +51,14 @@ impl TestApp {
     /// Sends a request and returns the status and the body parsed as JSON (every answer of
     /// the API is JSON, errors included: a body that is not fails the test).
     pub async fn call(&self, method: Method, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
-        let (status, bytes) = self.call_raw(method, uri, body.map(|b| b.as_bytes().to_vec())).await;
+        let (status, bytes) = self
+            .call_raw(method, uri, body.map(|b| b.as_bytes().to_vec()))
+            .await;
         let value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!("{uri}: body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes))
+            panic!(
+                "{uri}: body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
         });
         (status, value)
     }
@@ -71,9 +76,16 @@ impl TestApp {
         let req = req.body(body.map_or_else(Body::empty, Body::from)).unwrap();
         let res = self.router.clone().oneshot(req).await.unwrap();
         let status = res.status();
-        let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+        let ct = res
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
         let bytes = res.into_body().collect().await.unwrap().to_bytes().to_vec();
-        assert_eq!(ct.as_deref(), Some("application/json"), "{uri}: content type");
+        assert_eq!(
+            ct.as_deref(),
+            Some("application/json"),
+            "{uri}: content type"
+        );
         (status, bytes)
     }
 

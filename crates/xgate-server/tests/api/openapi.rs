@@ -22,13 +22,30 @@ async fn operations_carry_the_original_ids_and_examples() {
         op("/user/medias/continuation", "post"),
         "Continuation_User_s_Media_post__user_medias_continuation"
     );
-    assert_eq!(op("/user/medias/continuation", "get"), "Continuation_User_s_Media_get__user_medias_continuation");
+    assert_eq!(
+        op("/user/medias/continuation", "get"),
+        "Continuation_User_s_Media_get__user_medias_continuation"
+    );
     assert_eq!(op("/user/medias", "post"), "User_s_Media_post__user_medias");
     assert_eq!(op("/user/medias", "get"), "User_s_Media_get__user_medias");
     let schemas = &doc["components"]["schemas"];
-    assert_eq!(schemas["MediasResponse"]["example"], xgate_model::examples::seed_response());
-    assert_eq!(schemas["MediasContinuationRequest"]["example"], xgate_model::examples::seed_request());
-    for name in ["Tweet", "User", "VideoVariant", "MediaEntity", "HttpValidationError", "ValidationError", "ErrorBody"] {
+    assert_eq!(
+        schemas["MediasResponse"]["example"],
+        xgate_model::examples::seed_response()
+    );
+    assert_eq!(
+        schemas["MediasContinuationRequest"]["example"],
+        xgate_model::examples::seed_request()
+    );
+    for name in [
+        "Tweet",
+        "User",
+        "VideoVariant",
+        "MediaEntity",
+        "HttpValidationError",
+        "ValidationError",
+        "ErrorBody",
+    ] {
         assert!(schemas[name].is_object(), "schema {name} is documented");
     }
 }

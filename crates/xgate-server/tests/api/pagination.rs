@@ -17,7 +17,10 @@ const USER: u64 = 42;
 /// Pages through the whole timeline; after each page, stores the next batch of `arrivals`.
 async fn page_all(app: &TestApp, limit: usize, mut arrivals: Vec<Vec<TweetRecord>>) -> Vec<String> {
     let (status, mut page) = app
-        .post("/user/medias", &json!({"user_id": USER, "limit": limit}).to_string())
+        .post(
+            "/user/medias",
+            &json!({"user_id": USER, "limit": limit}).to_string(),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let mut seen = Vec::new();
@@ -33,9 +36,14 @@ async fn page_all(app: &TestApp, limit: usize, mut arrivals: Vec<Vec<TweetRecord
             app.store.upsert_tweets(batch).await.unwrap();
         }
         let body = json!({"user_id": USER, "continuation_token": token, "limit": limit});
-        let (status, next) = app.post("/user/medias/continuation", &body.to_string()).await;
+        let (status, next) = app
+            .post("/user/medias/continuation", &body.to_string())
+            .await;
         assert_eq!(status, StatusCode::OK);
-        assert!(!ids(&next).is_empty(), "a token never leads to an empty page");
+        assert!(
+            !ids(&next).is_empty(),
+            "a token never leads to an empty page"
+        );
         page = next;
     }
     seen

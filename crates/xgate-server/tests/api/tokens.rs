@@ -16,7 +16,11 @@ async fn app() -> TestApp {
 async fn status_for(app: &TestApp, user: u64, token: &str) -> StatusCode {
     let body = json!({"user_id": user, "continuation_token": token}).to_string();
     let (status, bytes) = app
-        .call_raw(Method::POST, "/user/medias/continuation", Some(body.into_bytes()))
+        .call_raw(
+            Method::POST,
+            "/user/medias/continuation",
+            Some(body.into_bytes()),
+        )
         .await;
     if status == StatusCode::UNPROCESSABLE_ENTITY {
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
@@ -33,22 +37,38 @@ async fn tampered_truncated_and_foreign_tokens_are_refused() {
     assert_eq!(status_for(&app, 5, &token).await, StatusCode::OK);
 
     // Another user's token, even one that user could use.
-    assert_eq!(status_for(&app, 6, &token).await, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        status_for(&app, 6, &token).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     for cut in [0, 1, token.len() / 2, token.len() - 1] {
-        assert_eq!(status_for(&app, 5, &token[..cut]).await, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            status_for(&app, 5, &token[..cut]).await,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
     }
     for at in 0..token.len() {
         let mut bytes = token.clone().into_bytes();
         bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(bytes).unwrap();
-        assert_eq!(status_for(&app, 5, &tampered).await, StatusCode::UNPROCESSABLE_ENTITY, "{tampered}");
+        assert_eq!(
+            status_for(&app, 5, &tampered).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{tampered}"
+        );
     }
-    assert_eq!(status_for(&app, 5, &format!("{token}=")).await, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        status_for(&app, 5, &format!("{token}=")).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     // A token of another deployment (another secret).
     let other = TestApp::new(vec![record(1, 5, true), record(2, 5, true)]).await;
     let (_, page) = other.get("/user/medias?user_id=5&limit=1").await;
     let foreign = page["continuation_token"].as_str().unwrap();
-    assert_eq!(status_for(&app, 5, foreign).await, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        status_for(&app, 5, foreign).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
 }
 
 proptest! {

@@ -44,17 +44,29 @@ async fn field_missing() {
 #[tokio::test]
 async fn not_an_integer() {
     let app = app().await;
-    let expected = |place: &str, field: &str| {
-        json!([{"loc": [place, field], "msg": "value is not a valid integer", "type": "type_error.integer"}])
-    };
+    let expected = |place: &str, field: &str| json!([{"loc": [place, field], "msg": "value is not a valid integer", "type": "type_error.integer"}]);
     for bad in [r#""ten""#, "1.5", "true", "[10]", r#"{"n":1}"#, r#""""#] {
         let body = format!(r#"{{"user_id": 5, "limit": {bad}}}"#);
-        assert_eq!(detail_of(&app, "/user/medias", Some(&body)).await, expected("body", "limit"), "{bad}");
+        assert_eq!(
+            detail_of(&app, "/user/medias", Some(&body)).await,
+            expected("body", "limit"),
+            "{bad}"
+        );
         let body = format!(r#"{{"user_id": {bad}}}"#);
-        assert_eq!(detail_of(&app, "/user/medias", Some(&body)).await, expected("body", "user_id"), "{bad}");
+        assert_eq!(
+            detail_of(&app, "/user/medias", Some(&body)).await,
+            expected("body", "user_id"),
+            "{bad}"
+        );
     }
-    assert_eq!(detail_of(&app, "/user/medias?user_id=5&limit=ten", None).await, expected("query", "limit"));
-    assert_eq!(detail_of(&app, "/user/medias?user_id=abc", None).await, expected("query", "user_id"));
+    assert_eq!(
+        detail_of(&app, "/user/medias?user_id=5&limit=ten", None).await,
+        expected("query", "limit")
+    );
+    assert_eq!(
+        detail_of(&app, "/user/medias?user_id=abc", None).await,
+        expected("query", "user_id")
+    );
 }
 
 #[tokio::test]
@@ -66,8 +78,14 @@ async fn below_the_minimum() {
         "type": "value_error.number.not_ge",
         "ctx": {"limit_value": 1}
     }]);
-    assert_eq!(detail_of(&app, "/user/medias", Some(r#"{"user_id": 5, "limit": 0}"#)).await, limit);
-    assert_eq!(detail_of(&app, "/user/medias", Some(r#"{"user_id": 5, "limit": -3}"#)).await, limit);
+    assert_eq!(
+        detail_of(&app, "/user/medias", Some(r#"{"user_id": 5, "limit": 0}"#)).await,
+        limit
+    );
+    assert_eq!(
+        detail_of(&app, "/user/medias", Some(r#"{"user_id": 5, "limit": -3}"#)).await,
+        limit
+    );
     let user = detail_of(&app, "/user/medias?user_id=-1", None).await;
     assert_eq!(user[0]["type"], "value_error.number.not_ge");
     assert_eq!(user[0]["loc"], json!(["query", "user_id"]));
@@ -85,9 +103,19 @@ async fn above_the_maximum() {
             "ctx": {"limit_value": 20}
         }])
     );
-    let huge = detail_of(&app, "/user/medias?user_id=5&limit=99999999999999999999999", None).await;
+    let huge = detail_of(
+        &app,
+        "/user/medias?user_id=5&limit=99999999999999999999999",
+        None,
+    )
+    .await;
     assert_eq!(huge[0]["type"], "value_error.number.not_le");
-    let user = detail_of(&app, "/user/medias", Some(r#"{"user_id": 18446744073709551616}"#)).await;
+    let user = detail_of(
+        &app,
+        "/user/medias",
+        Some(r#"{"user_id": 18446744073709551616}"#),
+    )
+    .await;
     assert_eq!(
         user,
         json!([{
@@ -139,12 +167,20 @@ async fn body_not_json() {
     for (body, offset) in cases {
         let detail = detail_of(&app, "/user/medias", Some(body)).await;
         assert_eq!(detail.as_array().unwrap().len(), 1, "{body}");
-        assert_eq!(detail[0]["loc"], json!(["body", offset]), "{body}: {detail}");
+        assert_eq!(
+            detail[0]["loc"],
+            json!(["body", offset]),
+            "{body}: {detail}"
+        );
         assert_eq!(detail[0]["type"], "value_error.jsondecode");
         assert!(!detail[0]["msg"].as_str().unwrap().is_empty());
     }
     let (status, bytes) = app
-        .call_raw(axum::http::Method::POST, "/user/medias", Some(b"{\"user_id\": \"\xff\"}".to_vec()))
+        .call_raw(
+            axum::http::Method::POST,
+            "/user/medias",
+            Some(b"{\"user_id\": \"\xff\"}".to_vec()),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let detail: Value = serde_json::from_slice(&bytes).unwrap();
@@ -154,13 +190,19 @@ async fn body_not_json() {
 #[tokio::test]
 async fn bad_token() {
     let app = app().await;
-    let expected = |place: &str| {
-        json!([{"loc": [place, "continuation_token"], "msg": "invalid continuation token", "type": "value_error.continuation_token"}])
-    };
+    let expected = |place: &str| json!([{"loc": [place, "continuation_token"], "msg": "invalid continuation token", "type": "value_error.continuation_token"}]);
     let body = r#"{"user_id": 5, "continuation_token": "not-a-token"}"#;
-    assert_eq!(detail_of(&app, "/user/medias/continuation", Some(body)).await, expected("body"));
     assert_eq!(
-        detail_of(&app, "/user/medias/continuation?user_id=5&continuation_token=", None).await,
+        detail_of(&app, "/user/medias/continuation", Some(body)).await,
+        expected("body")
+    );
+    assert_eq!(
+        detail_of(
+            &app,
+            "/user/medias/continuation?user_id=5&continuation_token=",
+            None
+        )
+        .await,
         expected("query")
     );
     let _ = token(&app).await;
@@ -170,21 +212,49 @@ async fn bad_token() {
 async fn all_problems_of_a_request_are_listed_together() {
     let app = app().await;
     let detail = detail_of(&app, "/user/medias/continuation", Some(r#"{"limit": 0}"#)).await;
-    let types: Vec<&str> = detail.as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["value_error.missing", "value_error.missing", "value_error.number.not_ge"]);
-    let locs: Vec<&Value> = detail.as_array().unwrap().iter().map(|e| &e["loc"]).collect();
+    let types: Vec<&str> = detail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "value_error.missing",
+            "value_error.missing",
+            "value_error.number.not_ge"
+        ]
+    );
+    let locs: Vec<&Value> = detail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["loc"])
+        .collect();
     assert_eq!(
         locs,
-        [&json!(["body", "user_id"]), &json!(["body", "continuation_token"]), &json!(["body", "limit"])]
+        [
+            &json!(["body", "user_id"]),
+            &json!(["body", "continuation_token"]),
+            &json!(["body", "limit"])
+        ]
     );
-    let detail = detail_of(&app, "/user/medias/continuation?user_id=x&continuation_token=bad&limit=99", None).await;
+    let detail = detail_of(
+        &app,
+        "/user/medias/continuation?user_id=x&continuation_token=bad&limit=99",
+        None,
+    )
+    .await;
     assert_eq!(detail.as_array().unwrap().len(), 3, "{detail}");
 }
 
 #[tokio::test]
 async fn lenient_spellings_are_the_same_request() {
     let app = app().await;
-    let (_, canonical) = app.post("/user/medias", r#"{"user_id": 5, "limit": 2}"#).await;
+    let (_, canonical) = app
+        .post("/user/medias", r#"{"user_id": 5, "limit": 2}"#)
+        .await;
     for body in [
         r#"{"user_id": "5", "limit": "2"}"#,
         r#"{"user_id": 5, "limit": 2.0, "extra": [1, {"x": null}]}"#,
@@ -197,7 +267,9 @@ async fn lenient_spellings_are_the_same_request() {
     }
     let (_, by_query) = app.get("/user/medias?user_id=5&limit=2&unknown=1").await;
     assert_eq!(by_query, canonical);
-    let (_, null_limit) = app.post("/user/medias", r#"{"user_id": 5, "limit": null}"#).await;
+    let (_, null_limit) = app
+        .post("/user/medias", r#"{"user_id": 5, "limit": null}"#)
+        .await;
     let (_, default) = app.post("/user/medias", r#"{"user_id": 5}"#).await;
     assert_eq!(null_limit, default);
 }
@@ -206,7 +278,10 @@ async fn lenient_spellings_are_the_same_request() {
 async fn an_empty_body_reports_each_missing_field() {
     let app = app().await;
     let detail = detail_of(&app, "/user/medias", Some("")).await;
-    assert_eq!(detail, json!([{"loc": ["body", "user_id"], "msg": "field required", "type": "value_error.missing"}]));
+    assert_eq!(
+        detail,
+        json!([{"loc": ["body", "user_id"], "msg": "field required", "type": "value_error.missing"}])
+    );
     let detail = detail_of(&app, "/user/medias", Some(r#"{"user_id": null}"#)).await;
     assert_eq!(detail[0]["type"], "type_error.none.not_allowed");
 }

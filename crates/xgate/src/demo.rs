@@ -1,0 +1,87 @@
+//! `xgate serve --demo`: demo data and a guide to querying it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use xgate_ingest::formats::jsonl::Jsonl;
+use xgate_ingest::synth::{self, SynthConfig};
+use xgate_ingest::{Source, ingest};
+use xgate_server::AppState;
+use xgate_store::Store;
+
+/// The demo's store, unless `--db` names another.
+pub const DEMO_DB: &str = "xgate-demo.db";
+
+/// The seed user's media tweets, built into the binary.
+const SEED_JSONL: &[u8] = include_bytes!("../../../fixtures/seed/seed-user-96479162-medias.jsonl");
+const SEED_USER: u64 = 96479162;
+
+const GENERATED: SynthConfig = SynthConfig {
+    users: 4,
+    per_user: 250,
+    seed: 2026,
+};
+
+/// Stores the demo data. Loading is an upsert, so restarting the demo changes nothing.
+pub async fn load(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let mut generated = Vec::new();
+    synth::write_jsonl(GENERATED, &mut generated)?;
+    let sources = vec![
+        Source::Bytes {
+            name: "seed".into(),
+            data: SEED_JSONL.to_vec(),
+        },
+        Source::Bytes {
+            name: "generated".into(),
+            data: generated,
+        },
+    ];
+    let mut rejected = Vec::new();
+    ingest(store, Arc::new(Jsonl), sources, |r| {
+        rejected.push(r.to_string())
+    })
+    .await?;
+    anyhow::ensure!(rejected.is_empty(), "demo data was rejected: {rejected:?}");
+    Ok(())
+}
+
+/// Prints the demo users and curl lines that work as printed.
+pub async fn print_guide(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
+    let store = state.store();
+    let users = store.users(20).await?;
+    println!();
+    println!("Demo users:");
+    println!(
+        "  {:<22} {:<24} {:>12}",
+        "user_id", "username", "media tweets"
+    );
+    for user in &users {
+        let name = user
+            .username
+            .as_deref()
+            .map_or_else(String::new, |n| format!("@{n}"));
+        println!(
+            "  {:<22} {:<24} {:>12}",
+            user.user_id, name, user.media_tweets
+        );
+    }
+
+    // A generated user with a big id and many pages, for the continuation example.
+    let paged = synth::user_id(1);
+    let first = store.media_page(paged, None, 10).await?;
+    let last = first.last().map(|t| t.tweet_id);
+    let base = format!("http://{addr}");
+    println!();
+    println!("Try it:");
+    println!("  curl -s '{base}/user/medias?user_id={SEED_USER}&limit=2'");
+    if let Some(last) = last {
+        let token = state.tokens().issue(paged, last);
+        println!(
+            "  curl -s -X POST {base}/user/medias/continuation -H 'Content-Type: application/json' \
+             -d '{{\"user_id\": \"{paged}\", \"continuation_token\": \"{token}\", \"limit\": 10}}'"
+        );
+    }
+    println!("  curl -s {base}/openapi.json");
+    println!();
+    Ok(())
+}

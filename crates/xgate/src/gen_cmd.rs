@@ -1,0 +1,49 @@
+//! `xgate gen`.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use xgate_ingest::synth::{self, MAX_USERS, SynthConfig};
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// How many users.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_USERS))]
+    users: u64,
+    /// Media tweets per user.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    per_user: u64,
+    /// The same seed always gives the same tweets.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where to write the JSONL [default: standard output]
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(args: GenArgs) -> anyhow::Result<()> {
+    let config = SynthConfig {
+        users: args.users,
+        per_user: args.per_user,
+        seed: args.seed,
+    };
+    let (mut out, name): (Box<dyn Write>, String) = match &args.out {
+        Some(path) => (
+            Box::new(File::create(path).with_context(|| format!("creating {}", path.display()))?),
+            path.display().to_string(),
+        ),
+        None => (Box::new(std::io::stdout().lock()), "standard output".into()),
+    };
+    let mut out = BufWriter::with_capacity(1 << 20, &mut out);
+    let written =
+        synth::write_jsonl(config, &mut out).with_context(|| format!("writing {name}"))?;
+    out.flush().with_context(|| format!("writing {name}"))?;
+    eprintln!(
+        "xgate: wrote {written} tweets of {} users to {name}",
+        args.users
+    );
+    Ok(())
+}

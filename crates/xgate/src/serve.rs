@@ -1,0 +1,106 @@
+//! `xgate serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::net::TcpListener;
+use xgate_server::{AppState, ServerConfig, router};
+use xgate_store_sqlite::SqliteStore;
+
+use crate::{DEFAULT_DB, db_path, demo};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The store: an SQLite file, created and migrated when absent [default: xgate.db, or
+    /// xgate-demo.db with --demo]
+    #[arg(long, env = "XGATE_DB")]
+    db: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port (the chosen address is printed).
+    #[arg(long, env = "XGATE_BIND", default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// The largest page size (`limit`) a request may ask for.
+    #[arg(long, env = "XGATE_MAX_LIMIT", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_limit: u32,
+    /// Load demo data (the seed user and generated users) and print how to query it.
+    #[arg(long)]
+    demo: bool,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let fallback = if args.demo { demo::DEMO_DB } else { DEFAULT_DB };
+    let db = db_path(args.db, fallback);
+    let store = Arc::new(
+        SqliteStore::open(&db).with_context(|| format!("opening the store {}", db.display()))?,
+    );
+    if args.demo {
+        demo::load(store.clone()).await?;
+    }
+    let config = ServerConfig {
+        max_limit: args.max_limit,
+        default_limit: ServerConfig::default().default_limit.min(args.max_limit),
+        ..ServerConfig::default()
+    };
+    let state = AppState::new(store.clone(), config).await?;
+    let listener = TcpListener::bind(&args.bind)
+        .await
+        .with_context(|| format!("binding {}", args.bind))?;
+    let addr = listener.local_addr()?;
+    // The first line of stdout says where to connect; scripts and tests read it.
+    println!(
+        "xgate {} listening on http://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("store: {}", db.display());
+    if args.demo {
+        demo::print_guide(&state, reachable(addr)).await?;
+    }
+    tracing::info!(%addr, db = %db.display(), "serving");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// An address a local client can use: a wildcard bind is reached through loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        other => other,
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM; the server then finishes the requests in flight and exits.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
