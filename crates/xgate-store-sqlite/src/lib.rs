@@ -23,6 +23,8 @@ pub use migrations::LATEST as SCHEMA_VERSION;
 
 /// Idle read connections kept for reuse; more are opened under load and closed after.
 const IDLE_READERS: usize = 16;
+/// The writer's page cache, in KiB (negative `cache_size` counts KiB).
+const WRITER_CACHE_KIB: i64 = -64 * 1024;
 
 const PAGE_SQL: &str = "SELECT tweet_id, json FROM tweets \
      WHERE user_id = ?1 AND has_media = 1 ORDER BY tweet_id DESC LIMIT ?2";
@@ -42,8 +44,19 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let mut writer = Connection::open(&path).map_err(|e| open_error(&path, e))?;
         configure(&writer).map_err(|e| open_error(&path, e))?;
+        // A tweet's JSON is a few KiB: 16 KiB pages hold several rows each instead of one row
+        // and a lot of slack per 4 KiB page. Takes effect only on a new, empty file, and must
+        // precede the switch to WAL.
+        writer
+            .pragma_update(None, "page_size", 16384)
+            .map_err(|e| open_error(&path, e))?;
         writer
             .pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| open_error(&path, e))?;
+        // The writer touches B-tree pages all over the file during a bulk load; a larger cache
+        // keeps them from being read and written again and again.
+        writer
+            .pragma_update(None, "cache_size", WRITER_CACHE_KIB)
             .map_err(|e| open_error(&path, e))?;
         migrations::migrate(&mut writer).map_err(|e| open_error(&path, e))?;
         Ok(SqliteStore {
@@ -129,7 +142,10 @@ fn stored_tweet(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTweet> {
     })
 }
 
-fn upsert(conn: &mut Connection, tweets: &[TweetRecord]) -> rusqlite::Result<UpsertSummary> {
+fn upsert(conn: &mut Connection, tweets: &mut [TweetRecord]) -> rusqlite::Result<UpsertSummary> {
+    // In key order, each B-tree page is visited once per batch rather than once per row. Stable,
+    // so of two versions of one tweet in a batch the later still wins.
+    tweets.sort_by_key(|t| t.tweet_id);
     let tx = conn.transaction()?;
     let mut summary = UpsertSummary::default();
     {
@@ -143,7 +159,7 @@ fn upsert(conn: &mut Connection, tweets: &[TweetRecord]) -> rusqlite::Result<Ups
         )?;
         // Only the newest profile of each author in the batch can matter.
         let mut profiles: HashMap<UserId, &TweetRecord> = HashMap::new();
-        for t in tweets {
+        for t in tweets.iter() {
             let changed = put_tweet.execute(params![
                 to_column(t.tweet_id.get()),
                 to_column(t.user_id.get()),
@@ -214,7 +230,8 @@ impl Store for SqliteStore {
     }
 
     async fn upsert_tweets(&self, tweets: Vec<TweetRecord>) -> StoreResult<UpsertSummary> {
-        self.write(move |conn| upsert(conn, &tweets)).await
+        let mut tweets = tweets;
+        self.write(move |conn| upsert(conn, &mut tweets)).await
     }
 
     async fn setting_or_insert(&self, key: &str, value: Vec<u8>) -> StoreResult<Vec<u8>> {
@@ -278,7 +295,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             plan,
-            ["SEARCH tweets USING INDEX tweets_media_timeline (user_id=? AND rowid<?)"],
+            ["SEARCH tweets USING INDEX tweets_media_timeline (user_id=? AND tweet_id<?)"],
             "the page query must seek the media index, not scan or sort"
         );
     }

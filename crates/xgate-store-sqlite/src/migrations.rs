@@ -6,17 +6,19 @@ use rusqlite::{Connection, TransactionBehavior};
 const MIGRATIONS: &[&str] = &[
     // 1: tweets with the columns the media timeline reads, users, settings.
     "
+    -- Rows are stored in arrival order (the rowid), so bulk loads append to the table instead of
+    -- rewriting pages all over it; only the narrow indexes take random inserts.
     -- tweet_id and user_id hold ids through xgate_store::sortable (order-preserving i64).
-    -- tweet_id is the rowid, so a page is one range read of the index below plus rowid lookups.
     CREATE TABLE tweets (
-        tweet_id  INTEGER PRIMARY KEY,
+        id        INTEGER PRIMARY KEY,
+        tweet_id  INTEGER NOT NULL UNIQUE,
         user_id   INTEGER NOT NULL,
         has_media INTEGER NOT NULL,
         json      TEXT NOT NULL
     );
-    -- A partial index holds only media tweets; its entries are (user_id, rowid), i.e. each user's
-    -- media tweets in id order, so any page at any depth is one seek.
-    CREATE INDEX tweets_media_timeline ON tweets (user_id) WHERE has_media = 1;
+    -- Each user's media tweets in id order, and nothing else: any page at any depth is one seek
+    -- here plus a row lookup per tweet.
+    CREATE INDEX tweets_media_timeline ON tweets (user_id, tweet_id) WHERE has_media = 1;
 
     -- The newest copy of each author's profile seen in a tweet.
     CREATE TABLE users (
