@@ -6,6 +6,7 @@
 //! a small pool (it grows to the concurrency there is; the runtime's worker count bounds it).
 //! Writes go through one writer connection on tokio's blocking pool, batched in transactions.
 
+mod accounts;
 mod migrations;
 
 use std::collections::HashMap;
@@ -71,7 +72,10 @@ impl SqliteStore {
         &self.path
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> StoreResult<T> {
         let pooled = lock(&self.readers).pop();
         let conn = match pooled {
             Some(conn) => conn,
@@ -94,7 +98,7 @@ impl SqliteStore {
         Ok(conn)
     }
 
-    async fn write<T: Send + 'static>(
+    pub(crate) async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> StoreResult<T> {
@@ -107,7 +111,9 @@ impl SqliteStore {
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // A charge is on disk before its response leaves: every commit is synced. Writes are batched
+    // (tweets by the thousand, charges by group commit), so the syncs are few.
+    conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
 }

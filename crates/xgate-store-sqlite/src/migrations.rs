@@ -33,6 +33,69 @@ const MIGRATIONS: &[&str] = &[
         value BLOB NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 2: accounts, keys, credits and the request ledger.
+    "
+    CREATE TABLE accounts (
+        id             INTEGER PRIMARY KEY,
+        name           TEXT NOT NULL UNIQUE,
+        -- Purchased credits left: always the sum of credit_grants minus the sum of requests.paid.
+        balance        INTEGER NOT NULL DEFAULT 0 CHECK (balance >= 0),
+        free_allowance INTEGER NOT NULL DEFAULT 0 CHECK (free_allowance >= 0),
+        free_used      INTEGER NOT NULL DEFAULT 0 CHECK (free_used >= 0),
+        free_period    TEXT NOT NULL DEFAULT '',
+        rate_limit     INTEGER CHECK (rate_limit > 0),
+        created_ms     INTEGER NOT NULL
+    );
+
+    CREATE TABLE credit_grants (
+        id         INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        amount     INTEGER NOT NULL CHECK (amount > 0),
+        note       TEXT NOT NULL,
+        at_ms      INTEGER NOT NULL
+    );
+    CREATE INDEX credit_grants_by_account ON credit_grants (account_id);
+
+    -- Keys are stored as SHA-256 hashes only; prefix is for people to recognise a key.
+    CREATE TABLE api_keys (
+        id           INTEGER PRIMARY KEY,
+        account_id   INTEGER NOT NULL REFERENCES accounts (id),
+        hash         BLOB NOT NULL UNIQUE,
+        prefix       TEXT NOT NULL,
+        label        TEXT,
+        created_ms   INTEGER NOT NULL,
+        last_used_ms INTEGER,
+        revoked_ms   INTEGER
+    );
+
+    -- The request log and ledger: a row per recorded request; cost > 0 rows are charges.
+    CREATE TABLE requests (
+        seq        INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL UNIQUE,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        key_id     INTEGER NOT NULL REFERENCES api_keys (id),
+        at_ms      INTEGER NOT NULL,
+        endpoint   TEXT NOT NULL,
+        status     INTEGER NOT NULL,
+        cost       INTEGER NOT NULL CHECK (cost >= 0),
+        paid       INTEGER NOT NULL CHECK (paid >= 0),
+        free       INTEGER NOT NULL CHECK (free >= 0),
+        latency_us INTEGER NOT NULL
+    );
+    CREATE INDEX requests_by_account ON requests (account_id, seq);
+
+    CREATE TABLE idempotency (
+        account_id   INTEGER NOT NULL REFERENCES accounts (id),
+        key          TEXT NOT NULL,
+        request_hash BLOB NOT NULL,
+        status       INTEGER NOT NULL,
+        body         BLOB NOT NULL,
+        request_id   TEXT NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        PRIMARY KEY (account_id, key)
+    );
+    CREATE INDEX idempotency_by_age ON idempotency (created_ms);
+    ",
 ];
 
 /// The schema version this build writes.

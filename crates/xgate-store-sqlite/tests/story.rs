@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use xgate_store::Store;
 use xgate_store_sqlite::SqliteStore;
 
-async fn fresh_store() -> Arc<dyn Store> {
+async fn fresh_store() -> Arc<SqliteStore> {
     // The directory must outlive the store; a test process is short, so leaking it is fine and
     // the OS temp cleaner takes it later.
     let dir = tempfile::tempdir().unwrap().keep();

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use xgate_model::{TweetId, TweetRecord, UserId};
 
+pub mod accounts;
 pub mod sortable;
 #[cfg(feature = "story")]
 pub mod story;

@@ -6,6 +6,9 @@
 use xgate_model::sample::record;
 use xgate_model::{TweetId, TweetRecord, UserId};
 
+use crate::accounts::{
+    AccountStore, AccountTerms, KeySelector, NewKey, Recorded, RequestRecord, StoredResponse,
+};
 use crate::{Store, UpsertSummary};
 
 /// One test per case of the story, each on a store made by `$make().await`.
@@ -23,7 +26,13 @@ macro_rules! story_tests {
             the_newest_profile_wins,
             users_are_listed_with_media_counts,
             a_setting_keeps_its_first_value,
-            ping_answers
+            ping_answers,
+            accounts_are_created_once,
+            charges_keep_the_books,
+            the_free_allowance_is_spent_first_and_renews_monthly,
+            keys_are_found_by_hash_and_revoked_once,
+            idempotent_responses_are_kept_with_their_charge,
+            usage_pages_newest_first_and_sums_by_day
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -231,4 +240,341 @@ pub async fn a_setting_keeps_its_first_value(store: &dyn Store) {
 
 pub async fn ping_answers(store: &dyn Store) {
     store.ping().await.unwrap();
+}
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+/// 2026-11-26T00:00:00Z.
+const NOW_MS: i64 = 1_795_651_200_000;
+
+fn request(
+    id: &str,
+    account: &crate::accounts::Account,
+    key: crate::accounts::KeyId,
+    status: u16,
+    cost: i64,
+) -> RequestRecord {
+    RequestRecord {
+        request_id: id.to_owned(),
+        account: account.id,
+        key,
+        at_ms: NOW_MS,
+        endpoint: "POST /user/medias".into(),
+        status,
+        cost,
+        latency_us: 100,
+        idempotency: None,
+    }
+}
+
+fn new_key(byte: u8) -> NewKey {
+    NewKey {
+        hash: [byte; 32],
+        prefix: format!("xg_live_{byte}"),
+        label: Some("test".into()),
+    }
+}
+
+pub async fn accounts_are_created_once(store: &dyn AccountStore) {
+    let a = store.ensure_account("acme", NOW_MS).await.unwrap();
+    let again = store.ensure_account("acme", NOW_MS + 5).await.unwrap();
+    assert_eq!(a, again);
+    assert_eq!(a.balance, 0);
+    assert_eq!(
+        store.account_by_name("acme").await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(store.account(a.id).await.unwrap(), Some(a));
+    assert_eq!(store.account_by_name("nobody").await.unwrap(), None);
+}
+
+pub async fn charges_keep_the_books(store: &dyn AccountStore) {
+    let acct = store.ensure_account("acme", NOW_MS).await.unwrap();
+    let key = store
+        .insert_key(acct.id, new_key(1), NOW_MS)
+        .await
+        .unwrap()
+        .id;
+    let acct = store.add_credits(acct.id, 3, "test", NOW_MS).await.unwrap();
+    assert_eq!(acct.balance, 3);
+    let outcomes = store
+        .record(
+            vec![
+                request("r1", &acct, key, 200, 2),
+                request("r2", &acct, key, 404, 0),
+                request("r3", &acct, key, 200, 2),
+                request("r1", &acct, key, 200, 1),
+                request("r4", &acct, key, 200, 1),
+            ],
+            "2026-11",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            Recorded::Done {
+                paid: 2,
+                free: 0,
+                balance: 1,
+                free_left: 0
+            },
+            Recorded::Done {
+                paid: 0,
+                free: 0,
+                balance: 1,
+                free_left: 0
+            },
+            Recorded::Insufficient {
+                balance: 1,
+                free_left: 0
+            },
+            Recorded::Duplicate,
+            Recorded::Done {
+                paid: 1,
+                free: 0,
+                balance: 0,
+                free_left: 0
+            },
+        ]
+    );
+    let audit = store.audit(acct.id).await.unwrap();
+    assert_eq!(
+        (
+            audit.balance,
+            audit.credits_added,
+            audit.paid,
+            audit.charged_failures
+        ),
+        (0, 3, 3, 0)
+    );
+    assert!(audit.balanced());
+    store
+        .add_credits(acct.id, 10, "top-up", NOW_MS)
+        .await
+        .unwrap();
+    assert!(store.audit(acct.id).await.unwrap().balanced());
+    assert_eq!(store.account(acct.id).await.unwrap().unwrap().balance, 10);
+}
+
+pub async fn the_free_allowance_is_spent_first_and_renews_monthly(store: &dyn AccountStore) {
+    let acct = store.ensure_account("free", NOW_MS).await.unwrap();
+    let key = store
+        .insert_key(acct.id, new_key(2), NOW_MS)
+        .await
+        .unwrap()
+        .id;
+    let terms = AccountTerms {
+        free_allowance: Some(2),
+        rate_limit: Some(Some(60)),
+    };
+    let acct = store.set_terms(acct.id, terms).await.unwrap();
+    assert_eq!(acct.rate_limit, Some(60));
+    let acct = store.add_credits(acct.id, 1, "test", NOW_MS).await.unwrap();
+    let november = store
+        .record(
+            vec![
+                request("a", &acct, key, 200, 1),
+                request("b", &acct, key, 200, 2),
+                request("c", &acct, key, 200, 1),
+            ],
+            "2026-11",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        november,
+        [
+            Recorded::Done {
+                paid: 0,
+                free: 1,
+                balance: 1,
+                free_left: 1
+            },
+            Recorded::Done {
+                paid: 1,
+                free: 1,
+                balance: 0,
+                free_left: 0
+            },
+            Recorded::Insufficient {
+                balance: 0,
+                free_left: 0
+            },
+        ]
+    );
+    let december = store
+        .record(vec![request("d", &acct, key, 200, 1)], "2026-12")
+        .await
+        .unwrap();
+    assert_eq!(
+        december,
+        [Recorded::Done {
+            paid: 0,
+            free: 1,
+            balance: 0,
+            free_left: 1
+        }]
+    );
+    let acct = store.account(acct.id).await.unwrap().unwrap();
+    assert_eq!(acct.free_left("2026-12"), 1);
+    assert_eq!(acct.free_left("2027-01"), 2);
+    assert!(store.audit(acct.id).await.unwrap().balanced());
+    let reset = store
+        .set_terms(
+            acct.id,
+            AccountTerms {
+                free_allowance: None,
+                rate_limit: Some(None),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((reset.rate_limit, reset.free_allowance), (None, 2));
+}
+
+pub async fn keys_are_found_by_hash_and_revoked_once(store: &dyn AccountStore) {
+    let acct = store.ensure_account("keys", NOW_MS).await.unwrap();
+    let info = store.insert_key(acct.id, new_key(3), NOW_MS).await.unwrap();
+    assert_eq!(info.account, "keys");
+    assert_eq!(info.revoked_ms, None);
+    let auth = store.key_by_hash([3; 32]).await.unwrap().unwrap();
+    assert_eq!(
+        (auth.key_id, auth.account_id, auth.revoked),
+        (info.id, acct.id, false)
+    );
+    assert_eq!(store.key_by_hash([4; 32]).await.unwrap(), None);
+
+    let revoked = store
+        .revoke_key(KeySelector::Hash([3; 32]), NOW_MS + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revoked_ms, Some(NOW_MS + 1));
+    let again = store
+        .revoke_key(KeySelector::Id(info.id), NOW_MS + 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.revoked_ms,
+        Some(NOW_MS + 1),
+        "the first revocation stands"
+    );
+    assert!(store.key_by_hash([3; 32]).await.unwrap().unwrap().revoked);
+    assert_eq!(
+        store
+            .revoke_key(KeySelector::Id(crate::accounts::KeyId(999)), NOW_MS)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.list_keys().await.unwrap(), [again]);
+}
+
+pub async fn idempotent_responses_are_kept_with_their_charge(store: &dyn AccountStore) {
+    let acct = store.ensure_account("idem", NOW_MS).await.unwrap();
+    let key = store
+        .insert_key(acct.id, new_key(5), NOW_MS)
+        .await
+        .unwrap()
+        .id;
+    let acct = store.add_credits(acct.id, 1, "test", NOW_MS).await.unwrap();
+    let response = StoredResponse {
+        request_hash: [9; 32],
+        status: 200,
+        body: b"{\"results\":[]}".to_vec(),
+        request_id: "i1".into(),
+        created_ms: NOW_MS,
+    };
+    let mut charged = request("i1", &acct, key, 200, 1);
+    charged.idempotency = Some(("retry-1".into(), response.clone()));
+    let mut refused = request("i2", &acct, key, 200, 1);
+    refused.idempotency = Some((
+        "retry-2".into(),
+        StoredResponse {
+            request_id: "i2".into(),
+            ..response.clone()
+        },
+    ));
+    store
+        .record(vec![charged, refused], "2026-11")
+        .await
+        .unwrap();
+    let kept = store
+        .idempotent_response(acct.id, "retry-1", NOW_MS - DAY_MS)
+        .await
+        .unwrap();
+    assert_eq!(kept, Some(response));
+    assert_eq!(
+        store
+            .idempotent_response(acct.id, "retry-2", NOW_MS - DAY_MS)
+            .await
+            .unwrap(),
+        None,
+        "a refused charge keeps no response"
+    );
+    assert_eq!(
+        store
+            .idempotent_response(acct.id, "retry-1", NOW_MS + 1)
+            .await
+            .unwrap(),
+        None,
+        "too old"
+    );
+    assert_eq!(store.expire_idempotency(NOW_MS + 1).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .idempotent_response(acct.id, "retry-1", 0)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn usage_pages_newest_first_and_sums_by_day(store: &dyn AccountStore) {
+    let acct = store.ensure_account("usage", NOW_MS).await.unwrap();
+    let key = store
+        .insert_key(acct.id, new_key(6), NOW_MS)
+        .await
+        .unwrap()
+        .id;
+    let acct = store
+        .add_credits(acct.id, 100, "test", NOW_MS)
+        .await
+        .unwrap();
+    let batch: Vec<RequestRecord> = (0..5)
+        .map(|i| RequestRecord {
+            at_ms: NOW_MS - (4 - i) * DAY_MS / 2,
+            ..request(
+                &format!("u{i}"),
+                &acct,
+                key,
+                if i == 2 { 422 } else { 200 },
+                if i == 2 { 0 } else { 1 },
+            )
+        })
+        .collect();
+    store.record(batch, "2026-11").await.unwrap();
+    let first = store.usage(acct.id, 0, None, 2).await.unwrap();
+    let ids: Vec<&str> = first.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, ["u4", "u3"]);
+    let rest = store
+        .usage(acct.id, 0, Some(first[1].seq), 10)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = rest.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, ["u2", "u1", "u0"]);
+    assert_eq!(rest[0].status, 422);
+    let recent = store
+        .usage(acct.id, NOW_MS - DAY_MS / 2, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 2);
+    let days = store.usage_by_day(acct.id, 0).await.unwrap();
+    let summary: Vec<(i64, i64, i64)> = days
+        .iter()
+        .map(|d| (d.requests, d.succeeded, d.credits))
+        .collect();
+    assert_eq!(days[0].day, "2026-11-26");
+    assert_eq!(summary, [(1, 1, 1), (2, 1, 1), (2, 2, 2)]);
 }

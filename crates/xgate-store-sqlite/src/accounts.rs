@@ -1,0 +1,467 @@
+//! [`AccountStore`] on SQLite. Every write is one transaction on the single writer connection,
+//! so the read-check-write of a charge cannot interleave with another.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use xgate_store::StoreResult;
+use xgate_store::accounts::{
+    Account, AccountId, AccountStore, AccountTerms, Audit, KeyAuth, KeyId, KeyInfo, KeySelector,
+    NewKey, Recorded, RequestRecord, StoredResponse, UsageDay, UsageRow,
+};
+
+use crate::SqliteStore;
+
+const ACCOUNT_COLUMNS: &str =
+    "id, name, balance, free_allowance, free_used, free_period, rate_limit, created_ms";
+const KEY_COLUMNS: &str = "k.id, a.name, k.prefix, k.label, k.created_ms, k.last_used_ms, \
+                           k.revoked_ms";
+
+fn account_row(row: &Row<'_>) -> rusqlite::Result<Account> {
+    Ok(Account {
+        id: AccountId(row.get(0)?),
+        name: row.get(1)?,
+        balance: row.get(2)?,
+        free_allowance: row.get(3)?,
+        free_used: row.get(4)?,
+        free_period: row.get(5)?,
+        rate_limit: row.get(6)?,
+        created_ms: row.get(7)?,
+    })
+}
+
+fn key_row(row: &Row<'_>) -> rusqlite::Result<KeyInfo> {
+    Ok(KeyInfo {
+        id: KeyId(row.get(0)?),
+        account: row.get(1)?,
+        prefix: row.get(2)?,
+        label: row.get(3)?,
+        created_ms: row.get(4)?,
+        last_used_ms: row.get(5)?,
+        revoked_ms: row.get(6)?,
+    })
+}
+
+fn account_by_id(conn: &Connection, id: AccountId) -> rusqlite::Result<Option<Account>> {
+    conn.prepare_cached(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"
+    ))?
+    .query_row([id.0], account_row)
+    .optional()
+}
+
+fn key_by_id(conn: &Connection, id: KeyId) -> rusqlite::Result<Option<KeyInfo>> {
+    conn.prepare_cached(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys k JOIN accounts a ON a.id = k.account_id
+          WHERE k.id = ?1"
+    ))?
+    .query_row([id.0], key_row)
+    .optional()
+}
+
+fn missing_account(id: AccountId) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_NOTFOUND),
+        Some(format!("no account with id {}", id.0)),
+    )
+}
+
+fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+/// Applies one batch of request records; see [`AccountStore::record`].
+fn record_batch(
+    conn: &mut Connection,
+    batch: &[RequestRecord],
+    month: &str,
+) -> rusqlite::Result<Vec<Recorded>> {
+    let tx = immediate(conn)?;
+    let mut accounts: HashMap<AccountId, Account> = HashMap::new();
+    let mut last_used: HashMap<KeyId, i64> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO requests (request_id, account_id, key_id, at_ms, endpoint, status, cost,
+                                   paid, free, latency_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (request_id) DO NOTHING",
+        )?;
+        let mut keep = tx.prepare_cached(
+            "INSERT OR REPLACE INTO idempotency
+                 (account_id, key, request_hash, status, body, request_id, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for rec in batch {
+            if !accounts.contains_key(&rec.account) {
+                let account =
+                    account_by_id(&tx, rec.account)?.ok_or_else(|| missing_account(rec.account))?;
+                accounts.insert(rec.account, account);
+            }
+            let account = accounts.get_mut(&rec.account).expect("loaded above");
+            if account.free_period != month {
+                account.free_period = month.to_owned();
+                account.free_used = 0;
+            }
+            let free_left = account.free_left(month);
+            let free = rec.cost.min(free_left);
+            let paid = rec.cost - free;
+            if paid > account.balance {
+                outcomes.push(Recorded::Insufficient {
+                    balance: account.balance,
+                    free_left,
+                });
+                continue;
+            }
+            let inserted = insert.execute(params![
+                rec.request_id,
+                rec.account.0,
+                rec.key.0,
+                rec.at_ms,
+                rec.endpoint,
+                rec.status,
+                rec.cost,
+                paid,
+                free,
+                rec.latency_us,
+            ])?;
+            if inserted == 0 {
+                outcomes.push(Recorded::Duplicate);
+                continue;
+            }
+            account.balance -= paid;
+            account.free_used += free;
+            if let Some((key, response)) = &rec.idempotency {
+                keep.execute(params![
+                    rec.account.0,
+                    key,
+                    &response.request_hash[..],
+                    response.status,
+                    response.body,
+                    response.request_id,
+                    response.created_ms,
+                ])?;
+            }
+            let used = last_used.entry(rec.key).or_insert(rec.at_ms);
+            *used = (*used).max(rec.at_ms);
+            outcomes.push(Recorded::Done {
+                paid,
+                free,
+                balance: account.balance,
+                free_left: account.free_left(month),
+            });
+        }
+        let mut update = tx.prepare_cached(
+            "UPDATE accounts SET balance = ?2, free_used = ?3, free_period = ?4 WHERE id = ?1",
+        )?;
+        for account in accounts.values() {
+            update.execute(params![
+                account.id.0,
+                account.balance,
+                account.free_used,
+                account.free_period
+            ])?;
+        }
+        let mut touch = tx.prepare_cached(
+            "UPDATE api_keys SET last_used_ms = max(coalesce(last_used_ms, 0), ?2) WHERE id = ?1",
+        )?;
+        for (key, at) in last_used {
+            touch.execute(params![key.0, at])?;
+        }
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn ensure_account(&self, name: &str, now_ms: i64) -> StoreResult<Account> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            let tx = immediate(conn)?;
+            tx.execute(
+                "INSERT INTO accounts (name, created_ms) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO NOTHING",
+                params![name, now_ms],
+            )?;
+            let account = tx.query_row(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = ?1"),
+                [&name],
+                account_row,
+            )?;
+            tx.commit()?;
+            Ok(account)
+        })
+        .await
+    }
+
+    async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>> {
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = ?1"
+            ))?
+            .query_row([name], account_row)
+            .optional()
+        })
+    }
+
+    async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+        self.read(|conn| account_by_id(conn, id))
+    }
+
+    async fn add_credits(
+        &self,
+        id: AccountId,
+        amount: i64,
+        note: &str,
+        now_ms: i64,
+    ) -> StoreResult<Account> {
+        let note = note.to_owned();
+        self.write(move |conn| {
+            let tx = immediate(conn)?;
+            tx.execute(
+                "INSERT INTO credit_grants (account_id, amount, note, at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![id.0, amount, note, now_ms],
+            )?;
+            let changed = tx.execute(
+                "UPDATE accounts SET balance = balance + ?2 WHERE id = ?1",
+                params![id.0, amount],
+            )?;
+            if changed == 0 {
+                return Err(missing_account(id));
+            }
+            let account = account_by_id(&tx, id)?.ok_or_else(|| missing_account(id))?;
+            tx.commit()?;
+            Ok(account)
+        })
+        .await
+    }
+
+    async fn set_terms(&self, id: AccountId, terms: AccountTerms) -> StoreResult<Account> {
+        self.write(move |conn| {
+            let tx = immediate(conn)?;
+            if let Some(allowance) = terms.free_allowance {
+                tx.execute(
+                    "UPDATE accounts SET free_allowance = ?2 WHERE id = ?1",
+                    params![id.0, allowance],
+                )?;
+            }
+            if let Some(limit) = terms.rate_limit {
+                tx.execute(
+                    "UPDATE accounts SET rate_limit = ?2 WHERE id = ?1",
+                    params![id.0, limit],
+                )?;
+            }
+            let account = account_by_id(&tx, id)?.ok_or_else(|| missing_account(id))?;
+            tx.commit()?;
+            Ok(account)
+        })
+        .await
+    }
+
+    async fn insert_key(
+        &self,
+        account: AccountId,
+        key: NewKey,
+        now_ms: i64,
+    ) -> StoreResult<KeyInfo> {
+        self.write(move |conn| {
+            let tx = immediate(conn)?;
+            tx.execute(
+                "INSERT INTO api_keys (account_id, hash, prefix, label, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![account.0, &key.hash[..], key.prefix, key.label, now_ms],
+            )?;
+            let info = key_by_id(&tx, KeyId(tx.last_insert_rowid()))?
+                .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            tx.commit()?;
+            Ok(info)
+        })
+        .await
+    }
+
+    async fn key_by_hash(&self, hash: [u8; 32]) -> StoreResult<Option<KeyAuth>> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT id, account_id, revoked_ms FROM api_keys WHERE hash = ?1")?
+                .query_row([&hash[..]], |row| {
+                    Ok(KeyAuth {
+                        key_id: KeyId(row.get(0)?),
+                        account_id: AccountId(row.get(1)?),
+                        revoked: row.get::<_, Option<i64>>(2)?.is_some(),
+                    })
+                })
+                .optional()
+        })
+    }
+
+    async fn list_keys(&self) -> StoreResult<Vec<KeyInfo>> {
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys k JOIN accounts a ON a.id = k.account_id
+                  ORDER BY a.name, k.id"
+            ))?
+            .query_map([], key_row)?
+            .collect()
+        })
+    }
+
+    async fn revoke_key(&self, key: KeySelector, now_ms: i64) -> StoreResult<Option<KeyInfo>> {
+        self.write(move |conn| {
+            let tx = immediate(conn)?;
+            let id: Option<i64> = match key {
+                KeySelector::Id(id) => tx
+                    .query_row("SELECT id FROM api_keys WHERE id = ?1", [id.0], |r| {
+                        r.get(0)
+                    })
+                    .optional()?,
+                KeySelector::Hash(hash) => tx
+                    .query_row(
+                        "SELECT id FROM api_keys WHERE hash = ?1",
+                        [&hash[..]],
+                        |r| r.get(0),
+                    )
+                    .optional()?,
+            };
+            let Some(id) = id else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE api_keys SET revoked_ms = coalesce(revoked_ms, ?2) WHERE id = ?1",
+                params![id, now_ms],
+            )?;
+            let info = key_by_id(&tx, KeyId(id))?;
+            tx.commit()?;
+            Ok(info)
+        })
+        .await
+    }
+
+    async fn record(&self, batch: Vec<RequestRecord>, month: &str) -> StoreResult<Vec<Recorded>> {
+        let month = month.to_owned();
+        self.write(move |conn| record_batch(conn, &batch, &month))
+            .await
+    }
+
+    async fn idempotent_response(
+        &self,
+        account: AccountId,
+        key: &str,
+        not_before_ms: i64,
+    ) -> StoreResult<Option<StoredResponse>> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT request_hash, status, body, request_id, created_ms FROM idempotency
+                  WHERE account_id = ?1 AND key = ?2 AND created_ms >= ?3",
+            )?
+            .query_row(params![account.0, key, not_before_ms], |row| {
+                let hash: Vec<u8> = row.get(0)?;
+                Ok(StoredResponse {
+                    request_hash: hash.try_into().unwrap_or([0; 32]),
+                    status: row.get(1)?,
+                    body: row.get(2)?,
+                    request_id: row.get(3)?,
+                    created_ms: row.get(4)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    async fn expire_idempotency(&self, before_ms: i64) -> StoreResult<u64> {
+        self.write(move |conn| {
+            conn.execute("DELETE FROM idempotency WHERE created_ms < ?1", [before_ms])
+                .map(|n| n as u64)
+        })
+        .await
+    }
+
+    async fn usage(
+        &self,
+        account: AccountId,
+        since_ms: i64,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<UsageRow>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT seq, request_id, at_ms, endpoint, status, cost, paid, free, latency_us
+                   FROM requests
+                  WHERE account_id = ?1 AND seq < ?2 AND at_ms >= ?3
+                  ORDER BY seq DESC LIMIT ?4",
+            )?
+            .query_map(
+                params![account.0, before_seq.unwrap_or(i64::MAX), since_ms, limit],
+                |row| {
+                    Ok(UsageRow {
+                        seq: row.get(0)?,
+                        request_id: row.get(1)?,
+                        at_ms: row.get(2)?,
+                        endpoint: row.get(3)?,
+                        status: row.get(4)?,
+                        cost: row.get(5)?,
+                        paid: row.get(6)?,
+                        free: row.get(7)?,
+                        latency_us: row.get(8)?,
+                    })
+                },
+            )?
+            .collect()
+        })
+    }
+
+    async fn usage_by_day(&self, account: AccountId, since_ms: i64) -> StoreResult<Vec<UsageDay>> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch') AS day, count(*),
+                        sum(status BETWEEN 200 AND 299), sum(paid + free)
+                   FROM requests WHERE account_id = ?1 AND at_ms >= ?2
+                  GROUP BY day ORDER BY day DESC",
+            )?
+            .query_map(params![account.0, since_ms], |row| {
+                Ok(UsageDay {
+                    day: row.get(0)?,
+                    requests: row.get(1)?,
+                    succeeded: row.get(2)?,
+                    credits: row.get(3)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    async fn audit(&self, account: AccountId) -> StoreResult<Audit> {
+        self.read(|conn| {
+            // One read transaction, so the three figures describe the same moment.
+            conn.execute_batch("BEGIN")?;
+            let audit = (|| {
+                let balance = conn.query_row(
+                    "SELECT balance FROM accounts WHERE id = ?1",
+                    [account.0],
+                    |r| r.get(0),
+                )?;
+                let credits_added = conn.query_row(
+                    "SELECT coalesce(sum(amount), 0) FROM credit_grants WHERE account_id = ?1",
+                    [account.0],
+                    |r| r.get(0),
+                )?;
+                let (paid, charged_failures) = conn.query_row(
+                    "SELECT coalesce(sum(paid), 0),
+                            coalesce(sum(paid + free > 0 AND status NOT BETWEEN 200 AND 299), 0)
+                       FROM requests WHERE account_id = ?1",
+                    [account.0],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                Ok(Audit {
+                    balance,
+                    credits_added,
+                    paid,
+                    charged_failures,
+                })
+            })();
+            conn.execute_batch("COMMIT")?;
+            audit
+        })
+    }
+}

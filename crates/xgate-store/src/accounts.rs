@@ -1,0 +1,247 @@
+//! Accounts, API keys, credits and the request ledger: the storage half of billing.
+//!
+//! Money rules every backend keeps, in one transaction each:
+//! - an account's `balance` always equals the credits ever added minus the `paid` part of every
+//!   ledger row ([`AccountStore::audit`] checks it);
+//! - a charge is applied only if the account can cover it (free allowance first, then balance),
+//!   so the balance never goes below zero, whatever the concurrency;
+//! - a charge, its ledger row and its idempotent response are written together or not at all.
+
+use async_trait::async_trait;
+
+use crate::StoreResult;
+
+/// An account's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountId(pub i64);
+
+/// An API key's id (not the key: keys are stored only as hashes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyId(pub i64);
+
+/// An account and its money.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    /// Purchased credits left.
+    pub balance: i64,
+    /// Credits free each calendar month (UTC), spent before purchased ones.
+    pub free_allowance: i64,
+    /// Free credits spent in `free_period`.
+    pub free_used: i64,
+    /// The month `free_used` counts, `YYYY-MM`.
+    pub free_period: String,
+    /// Requests per minute, overriding the server's default; `None` follows the default.
+    pub rate_limit: Option<u32>,
+    pub created_ms: i64,
+}
+
+impl Account {
+    /// Free credits left in `month` (`YYYY-MM`).
+    pub fn free_left(&self, month: &str) -> i64 {
+        let used = if self.free_period == month {
+            self.free_used
+        } else {
+            0
+        };
+        (self.free_allowance - used).max(0)
+    }
+}
+
+/// What the server needs to know about a presented key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyAuth {
+    pub key_id: KeyId,
+    pub account_id: AccountId,
+    pub revoked: bool,
+}
+
+/// A key as listed for the operator: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub id: KeyId,
+    pub account: String,
+    /// The first characters of the key, enough to recognise it.
+    pub prefix: String,
+    pub label: Option<String>,
+    pub created_ms: i64,
+    pub last_used_ms: Option<i64>,
+    pub revoked_ms: Option<i64>,
+}
+
+/// A key to store: its SHA-256 hash and display prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKey {
+    pub hash: [u8; 32],
+    pub prefix: String,
+    pub label: Option<String>,
+}
+
+/// Which key to revoke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySelector {
+    Id(KeyId),
+    Hash([u8; 32]),
+}
+
+/// A response kept for `Idempotency-Key` replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// SHA-256 of the request (method, path, query, body) the response answered.
+    pub request_hash: [u8; 32],
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub request_id: String,
+    pub created_ms: i64,
+}
+
+/// One request to record: a charge when `cost > 0`, a log line either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// Unique: a request is recorded, and charged, at most once.
+    pub request_id: String,
+    pub account: AccountId,
+    pub key: KeyId,
+    pub at_ms: i64,
+    /// `METHOD /path`.
+    pub endpoint: String,
+    pub status: u16,
+    /// Credits to charge; 0 for a request that is only logged.
+    pub cost: i64,
+    pub latency_us: i64,
+    /// Kept with the charge, for replays within 24 hours.
+    pub idempotency: Option<(String, StoredResponse)>,
+}
+
+/// How recording one request turned out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Charged (or logged, when the cost was 0). Balances are those after this request.
+    Done {
+        paid: i64,
+        free: i64,
+        balance: i64,
+        free_left: i64,
+    },
+    /// The account could not cover the cost: nothing was charged or logged.
+    Insufficient { balance: i64, free_left: i64 },
+    /// The request id was recorded before: nothing changed.
+    Duplicate,
+}
+
+/// A row of the request log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// Position in the log, for paging (newest first).
+    pub seq: i64,
+    pub request_id: String,
+    pub at_ms: i64,
+    pub endpoint: String,
+    pub status: u16,
+    pub cost: i64,
+    pub paid: i64,
+    pub free: i64,
+    pub latency_us: i64,
+}
+
+/// A day of the request log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageDay {
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    pub requests: i64,
+    pub succeeded: i64,
+    pub credits: i64,
+}
+
+/// An account's books: the balance and what it must equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Audit {
+    pub balance: i64,
+    pub credits_added: i64,
+    pub paid: i64,
+    /// Ledger rows that charged something for a request that did not succeed (must be 0).
+    pub charged_failures: i64,
+}
+
+impl Audit {
+    pub fn balanced(&self) -> bool {
+        self.balance == self.credits_added - self.paid && self.balance >= 0
+    }
+}
+
+/// Changes to an account's terms; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountTerms {
+    pub free_allowance: Option<i64>,
+    /// `Some(None)` returns the account to the server's default.
+    pub rate_limit: Option<Option<u32>>,
+}
+
+/// The storage operations of accounts and billing.
+#[async_trait]
+pub trait AccountStore: Send + Sync + 'static {
+    /// The account called `name`, created (with no credits) if absent.
+    async fn ensure_account(&self, name: &str, now_ms: i64) -> StoreResult<Account>;
+
+    async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>>;
+
+    async fn account(&self, id: AccountId) -> StoreResult<Option<Account>>;
+
+    /// Adds purchased credits (`amount > 0`) with a note, in the books.
+    async fn add_credits(
+        &self,
+        id: AccountId,
+        amount: i64,
+        note: &str,
+        now_ms: i64,
+    ) -> StoreResult<Account>;
+
+    async fn set_terms(&self, id: AccountId, terms: AccountTerms) -> StoreResult<Account>;
+
+    async fn insert_key(
+        &self,
+        account: AccountId,
+        key: NewKey,
+        now_ms: i64,
+    ) -> StoreResult<KeyInfo>;
+
+    /// The key with this hash, revoked or not.
+    async fn key_by_hash(&self, hash: [u8; 32]) -> StoreResult<Option<KeyAuth>>;
+
+    async fn list_keys(&self) -> StoreResult<Vec<KeyInfo>>;
+
+    /// Revokes a key; `None` when there is no such key. Revoking twice keeps the first time.
+    async fn revoke_key(&self, key: KeySelector, now_ms: i64) -> StoreResult<Option<KeyInfo>>;
+
+    /// Records requests in one transaction, in order, each charge applied only if the account can
+    /// cover it (free allowance of `month` first). Also marks the keys as used.
+    async fn record(&self, batch: Vec<RequestRecord>, month: &str) -> StoreResult<Vec<Recorded>>;
+
+    /// A response kept under `key` for `account`, if younger than `not_before_ms`.
+    async fn idempotent_response(
+        &self,
+        account: AccountId,
+        key: &str,
+        not_before_ms: i64,
+    ) -> StoreResult<Option<StoredResponse>>;
+
+    /// Forgets idempotent responses older than `before_ms`; returns how many.
+    async fn expire_idempotency(&self, before_ms: i64) -> StoreResult<u64>;
+
+    /// The request log of `account`, newest first, from `since_ms`, before position `before_seq`.
+    async fn usage(
+        &self,
+        account: AccountId,
+        since_ms: i64,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<UsageRow>>;
+
+    /// The request log summed by UTC day, from `since_ms`, newest first.
+    async fn usage_by_day(&self, account: AccountId, since_ms: i64) -> StoreResult<Vec<UsageDay>>;
+
+    /// The books of an account, to check the money rules.
+    async fn audit(&self, account: AccountId) -> StoreResult<Audit>;
+}
