@@ -283,15 +283,19 @@ impl AccountStore for SqliteStore {
 
     async fn key_by_hash(&self, hash: [u8; 32]) -> StoreResult<Option<KeyAuth>> {
         self.read(|conn| {
-            conn.prepare_cached("SELECT id, account_id, revoked_ms FROM api_keys WHERE hash = ?1")?
-                .query_row([&hash[..]], |row| {
-                    Ok(KeyAuth {
-                        key_id: KeyId(row.get(0)?),
-                        account_id: AccountId(row.get(1)?),
-                        revoked: row.get::<_, Option<i64>>(2)?.is_some(),
-                    })
+            conn.prepare_cached(
+                "SELECT k.id, k.account_id, k.revoked_ms, a.rate_limit
+                   FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.hash = ?1",
+            )?
+            .query_row([&hash[..]], |row| {
+                Ok(KeyAuth {
+                    key_id: KeyId(row.get(0)?),
+                    account_id: AccountId(row.get(1)?),
+                    revoked: row.get::<_, Option<i64>>(2)?.is_some(),
+                    rate_limit: row.get(3)?,
                 })
-                .optional()
+            })
+            .optional()
         })
     }
 

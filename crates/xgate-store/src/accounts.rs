@@ -55,6 +55,8 @@ pub struct KeyAuth {
     pub key_id: KeyId,
     pub account_id: AccountId,
     pub revoked: bool,
+    /// The account's own rate limit, if it has one.
+    pub rate_limit: Option<u32>,
 }
 
 /// A key as listed for the operator: never the key itself.

@@ -45,7 +45,7 @@ pub struct UserSummary {
 }
 
 /// A storage failure. Callers answer it with a 5xx that carries no detail, and log the cause.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot be reached or is busy beyond its timeout: worth a retry later.
     #[error("store unavailable: {0}")]

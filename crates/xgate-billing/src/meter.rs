@@ -1,0 +1,295 @@
+//! Where a credit is charged: reserve before the work, settle after it, in group commits.
+//!
+//! - **Reserve** happens in memory, before a request runs: the account's known balance and free
+//!   allowance, less what requests in flight have reserved, must cover the price. It never waits
+//!   on the database (except to load an account it has not seen, or to re-read one that looks
+//!   empty, in case it was topped up), and it holds no lock across the request.
+//! - **Settle** sends the charge to one writer task, which records every charge that arrived
+//!   meanwhile in one transaction (group commit) and answers each. The database applies each
+//!   charge only if the account covers it, so the balance never goes below zero even when another
+//!   node spent the same credits: such a request is answered 402 and not charged. A request's
+//!   response leaves only after its charge is committed.
+//! - **Release** happens when a reservation is dropped unsettled: a failed request, a panic (the
+//!   stack unwinds through it), a client that went away (its future is dropped).
+//!
+//! The writer task, not the waiting request, applies each commit's outcome to the in-memory
+//! account, so a request cancelled while its charge commits leaves the books and the cache right.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use xgate_store::StoreError;
+use xgate_store::accounts::{Account, AccountId, AccountStore, Recorded, RequestRecord};
+
+use crate::clock;
+
+/// How many charges one commit takes at most.
+const MAX_BATCH: usize = 1024;
+/// Charges waiting for the writer before senders wait too.
+const QUEUE: usize = 16 * 1024;
+/// An account that looks unable to pay is re-read at most this often (a top-up shows after it).
+const RECHECK: Duration = Duration::from_millis(250);
+
+/// Why a reservation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("insufficient credits")]
+    Insufficient { remaining: i64 },
+    #[error("unknown account")]
+    UnknownAccount,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The meter of every account this node serves.
+pub struct Meter {
+    store: Arc<dyn AccountStore>,
+    accounts: Mutex<HashMap<AccountId, Local>>,
+    queue: mpsc::Sender<Job>,
+}
+
+/// What this node knows of an account.
+#[derive(Debug)]
+struct Local {
+    balance: i64,
+    free_left: i64,
+    /// The month `free_left` belongs to.
+    month: String,
+    /// Credits held by requests in flight on this node.
+    reserved: i64,
+    read_at: Instant,
+}
+
+impl Local {
+    fn available(&self) -> i64 {
+        self.balance + self.free_left - self.reserved
+    }
+}
+
+struct Job {
+    record: RequestRecord,
+    /// Credits this job's reservation holds, released when the job's outcome is known.
+    reserved: i64,
+    reply: Option<oneshot::Sender<Result<Recorded, StoreError>>>,
+}
+
+impl Meter {
+    /// Starts the meter and its writer task on the current runtime.
+    pub fn start(store: Arc<dyn AccountStore>) -> Arc<Meter> {
+        let (queue, jobs) = mpsc::channel(QUEUE);
+        let meter = Arc::new(Meter {
+            store,
+            accounts: Mutex::new(HashMap::new()),
+            queue,
+        });
+        tokio::spawn(writer(Arc::downgrade(&meter), meter.store.clone(), jobs));
+        meter
+    }
+
+    fn accounts(&self) -> MutexGuard<'_, HashMap<AccountId, Local>> {
+        self.accounts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds `cost` credits of `account` for a request about to run.
+    pub async fn reserve(
+        self: &Arc<Self>,
+        account: AccountId,
+        cost: i64,
+    ) -> Result<Reservation, Refusal> {
+        let month = clock::month();
+        let mut reread = false;
+        loop {
+            {
+                let mut accounts = self.accounts();
+                if let Some(local) = accounts.get_mut(&account).filter(|l| l.month == month) {
+                    if local.available() >= cost {
+                        local.reserved += cost;
+                        return Ok(Reservation {
+                            meter: Arc::clone(self),
+                            account,
+                            cost,
+                            held: true,
+                        });
+                    }
+                    if reread || local.read_at.elapsed() < RECHECK {
+                        return Err(Refusal::Insufficient {
+                            remaining: local.available().max(0),
+                        });
+                    }
+                }
+            }
+            let fresh = self
+                .store
+                .account(account)
+                .await?
+                .ok_or(Refusal::UnknownAccount)?;
+            self.refresh(&fresh, &month);
+            reread = true;
+        }
+    }
+
+    fn refresh(&self, account: &Account, month: &str) {
+        let mut accounts = self.accounts();
+        let local = accounts.entry(account.id).or_insert_with(|| Local {
+            balance: 0,
+            free_left: 0,
+            month: String::new(),
+            reserved: 0,
+            read_at: Instant::now(),
+        });
+        local.balance = account.balance;
+        local.free_left = account.free_left(month);
+        local.month = month.to_owned();
+        local.read_at = Instant::now();
+    }
+
+    /// Credits `account` has left as this node knows it (free and purchased, less reservations).
+    pub async fn remaining(&self, account: AccountId) -> Result<i64, StoreError> {
+        let month = clock::month();
+        if let Some(local) = self.accounts().get(&account).filter(|l| l.month == month) {
+            return Ok(local.available().max(0));
+        }
+        match self.store.account(account).await? {
+            Some(fresh) => {
+                self.refresh(&fresh, &month);
+                Ok((fresh.balance + fresh.free_left(&month)).max(0))
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Logs a request that costs nothing (a failure, a free endpoint), without waiting for it.
+    pub fn log(&self, record: RequestRecord) {
+        debug_assert_eq!(record.cost, 0);
+        let job = Job {
+            record,
+            reserved: 0,
+            reply: None,
+        };
+        if let Err(e) = self.queue.try_send(job) {
+            // The log of free requests is best effort under overload; charges never are.
+            tracing::warn!(error = %e, "request log queue full, a free request goes unlogged");
+        }
+    }
+
+    fn release(&self, account: AccountId, credits: i64) {
+        if credits == 0 {
+            return;
+        }
+        if let Some(local) = self.accounts().get_mut(&account) {
+            local.reserved -= credits;
+        }
+    }
+
+    /// Applies a committed outcome: the reservation ends, and the database's balances replace
+    /// what this node believed.
+    fn committed(&self, account: AccountId, reserved: i64, outcome: Option<&Recorded>) {
+        let mut accounts = self.accounts();
+        let Some(local) = accounts.get_mut(&account) else {
+            return;
+        };
+        local.reserved -= reserved;
+        match outcome {
+            Some(
+                Recorded::Done {
+                    balance, free_left, ..
+                }
+                | Recorded::Insufficient { balance, free_left },
+            ) => {
+                local.balance = *balance;
+                local.free_left = *free_left;
+                local.read_at = Instant::now();
+            }
+            Some(Recorded::Duplicate) | None => {}
+        }
+    }
+}
+
+/// Credits held for one request. Settle it on success; drop it otherwise.
+pub struct Reservation {
+    meter: Arc<Meter>,
+    account: AccountId,
+    cost: i64,
+    held: bool,
+}
+
+impl Reservation {
+    pub fn cost(&self) -> i64 {
+        self.cost
+    }
+
+    /// Charges the reserved credits with `record` (whose `cost` must be the reservation's) and
+    /// waits until the charge is committed. `Recorded::Insufficient` means another node spent the
+    /// credits first: the request must fail, and was not charged.
+    pub async fn settle(mut self, record: RequestRecord) -> Result<Recorded, StoreError> {
+        debug_assert_eq!(record.cost, self.cost);
+        let (reply, outcome) = oneshot::channel();
+        let job = Job {
+            record,
+            reserved: self.cost,
+            reply: Some(reply),
+        };
+        // From here the writer task releases the reservation, whatever happens to this future.
+        self.held = false;
+        if let Err(mpsc::error::SendError(job)) = self.meter.queue.send(job).await {
+            self.meter.release(self.account, job.reserved);
+            return Err(StoreError::Unavailable("the meter has stopped".into()));
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("the meter has stopped".into())))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.held {
+            self.meter.release(self.account, self.cost);
+        }
+    }
+}
+
+/// The writer task: takes every charge waiting, commits them in one transaction, answers each.
+async fn writer(
+    meter: std::sync::Weak<Meter>,
+    store: Arc<dyn AccountStore>,
+    mut jobs: mpsc::Receiver<Job>,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut records = Vec::with_capacity(batch.len());
+        let mut waiters = Vec::with_capacity(batch.len());
+        for job in batch.drain(..) {
+            waiters.push((job.record.account, job.reserved, job.reply));
+            records.push(job.record);
+        }
+        let count = records.len();
+        let result = store.record(records, &clock::month()).await;
+        let meter = meter.upgrade();
+        match result {
+            Ok(outcomes) => {
+                for ((account, reserved, reply), outcome) in waiters.into_iter().zip(outcomes) {
+                    if let Some(meter) = &meter {
+                        meter.committed(account, reserved, Some(&outcome));
+                    }
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, charges = count, "recording charges failed");
+                for (account, reserved, reply) in waiters {
+                    if let Some(meter) = &meter {
+                        meter.committed(account, reserved, None);
+                    }
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
