@@ -4,8 +4,9 @@
 //! `{"detail": "<message>", "code": "<snake_case_code>"}`. A 5xx body never carries internal
 //! detail: the cause goes to the log.
 
+use axum::http::HeaderValue;
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use xgate_model::wire::{ErrorBody, HttpValidationError, LocItem, ValidationError};
@@ -17,6 +18,20 @@ pub enum ApiError {
     /// The request did not validate; one entry per problem.
     Validation(Vec<ValidationError>),
     UserNotFound,
+    /// A data endpoint was called without an API key.
+    MissingApiKey,
+    /// The key is malformed, unknown or revoked.
+    InvalidApiKey,
+    /// The account cannot pay for the request.
+    InsufficientCredits,
+    /// Over the account's rate limit; retry after this many seconds.
+    RateLimited {
+        retry_after: u64,
+    },
+    /// A request with the same `Idempotency-Key` is still running.
+    IdempotencyInProgress,
+    /// Billing endpoints on a server that does not bill.
+    BillingDisabled,
     /// No such route.
     NotFound,
     MethodNotAllowed,
@@ -39,6 +54,36 @@ impl ApiError {
                 "validation error",
             ),
             ApiError::UserNotFound => (StatusCode::NOT_FOUND, "user_not_found", "user not found"),
+            ApiError::MissingApiKey => (
+                StatusCode::UNAUTHORIZED,
+                "missing_api_key",
+                "an API key is required: Authorization: Bearer <key>, or X-API-Key: <key>",
+            ),
+            ApiError::InvalidApiKey => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "the API key is not valid",
+            ),
+            ApiError::InsufficientCredits => (
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_credits",
+                "not enough credits for this request",
+            ),
+            ApiError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "rate limit exceeded, retry after the time in Retry-After",
+            ),
+            ApiError::IdempotencyInProgress => (
+                StatusCode::CONFLICT,
+                "idempotency_in_progress",
+                "a request with this Idempotency-Key is still running",
+            ),
+            ApiError::BillingDisabled => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "this server does not use API keys or credits",
+            ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not Found"),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -85,6 +130,17 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, detail) = self.parts();
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        match &self {
+            ApiError::RateLimited { retry_after } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            ApiError::MissingApiKey | ApiError::InvalidApiKey => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
         let body = match self {
             ApiError::Validation(detail) => {
                 serde_json::to_vec(&HttpValidationError { detail }).expect("serialisable")
@@ -105,7 +161,7 @@ impl IntoResponse for ApiError {
                 serde_json::to_vec(&body).expect("serialisable")
             }
         };
-        (status, [(CONTENT_TYPE, "application/json")], body).into_response()
+        (status, headers, body).into_response()
     }
 }
 
@@ -177,6 +233,28 @@ pub mod issue {
 
     pub fn not_a_dict(loc: Vec<LocItem>) -> ValidationError {
         entry(loc, "value is not a valid dict", "type_error.dict", None)
+    }
+
+    pub fn idempotency_key_reused(loc: Vec<LocItem>) -> ValidationError {
+        entry(
+            loc,
+            "this Idempotency-Key was used for a different request",
+            "value_error.idempotency_key.reused",
+            None,
+        )
+    }
+
+    pub fn bad_idempotency_key(loc: Vec<LocItem>) -> ValidationError {
+        entry(
+            loc,
+            "an Idempotency-Key is 1 to 255 visible ASCII characters",
+            "value_error.idempotency_key",
+            None,
+        )
+    }
+
+    pub fn bad_datetime(loc: Vec<LocItem>) -> ValidationError {
+        entry(loc, "invalid datetime format", "value_error.datetime", None)
     }
 
     pub fn bad_token(loc: Vec<LocItem>) -> ValidationError {

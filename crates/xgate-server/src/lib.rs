@@ -1,5 +1,6 @@
 //! The HTTP API of xgate, as a library: build an [`AppState`], then [`router`].
 
+pub mod billing;
 pub mod error;
 mod health;
 mod medias;
@@ -22,6 +23,7 @@ use utoipa_axum::routes;
 use xgate_model::wire::{DEFAULT_LIMIT, DEFAULT_MAX_LIMIT};
 use xgate_store::{Store, StoreResult};
 
+pub use billing::{Billing, BillingConfig};
 pub use error::ApiError;
 use token::{SECRET_LEN, TokenCodec};
 
@@ -57,12 +59,31 @@ struct Inner {
     store: Arc<dyn Store>,
     tokens: TokenCodec,
     config: ServerConfig,
+    billing: Option<Billing>,
 }
 
 impl AppState {
-    /// Builds the state over `store`. The token secret is made on first start and kept in the
-    /// store, so tokens stay valid across restarts and across nodes sharing the store.
+    /// An open server over `store`: no API keys, nothing charged.
     pub async fn new(store: Arc<dyn Store>, config: ServerConfig) -> StoreResult<Self> {
+        Self::build(store, config, None).await
+    }
+
+    /// A paid server: every data endpoint needs a key and is charged through `billing`.
+    pub async fn metered(
+        store: Arc<dyn Store>,
+        config: ServerConfig,
+        billing: Billing,
+    ) -> StoreResult<Self> {
+        Self::build(store, config, Some(billing)).await
+    }
+
+    /// The token secret is made on first start and kept in the store, so tokens stay valid
+    /// across restarts and across nodes sharing the store.
+    async fn build(
+        store: Arc<dyn Store>,
+        config: ServerConfig,
+        billing: Option<Billing>,
+    ) -> StoreResult<Self> {
         let mut fresh = vec![0u8; SECRET_LEN];
         rand::rng().fill_bytes(&mut fresh);
         let secret = store.setting_or_insert(TOKEN_SECRET_SETTING, fresh).await?;
@@ -70,6 +91,7 @@ impl AppState {
             store,
             tokens: TokenCodec::new(&secret),
             config,
+            billing,
         })))
     }
 
@@ -84,31 +106,46 @@ impl AppState {
     pub fn config(&self) -> &ServerConfig {
         &self.0.config
     }
+
+    /// Billing, on a paid server.
+    pub fn billing(&self) -> Option<&Billing> {
+        self.0.billing.as_ref()
+    }
 }
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().body_limit;
-    let (api, doc) = OpenApiRouter::with_openapi(openapi::base())
+    let (data, data_doc) = OpenApiRouter::new()
         .routes(routes!(medias::get_medias, medias::post_medias))
         .routes(routes!(
             medias::get_medias_continuation,
             medias::post_medias_continuation
         ))
+        .split_for_parts();
+    let data = data.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        billing::middleware::meter,
+    ));
+    let (rest, mut doc) = OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(billing::routes::credits))
+        .routes(routes!(billing::routes::usage))
         .routes(routes!(health::healthz))
         .split_for_parts();
-    let doc = openapi::finish(doc, state.config());
+    doc.merge(data_doc);
+    let doc = openapi::finish(doc, state.config(), state.billing().is_some());
     let doc_json = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serialises");
-    api.route(
-        "/openapi.json",
-        get(move || async move { ([(CONTENT_TYPE, "application/json")], doc_json.clone()) }),
-    )
-    .fallback(|| async { ApiError::NotFound })
-    .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-    .layer(DefaultBodyLimit::max(body_limit))
-    .layer(CatchPanicLayer::custom(|_| {
-        ApiError::Internal("a request handler panicked".into()).into_response()
-    }))
-    .layer(TraceLayer::new_for_http())
-    .with_state(state)
+    rest.merge(data)
+        .route(
+            "/openapi.json",
+            get(move || async move { ([(CONTENT_TYPE, "application/json")], doc_json.clone()) }),
+        )
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("a request handler panicked".into()).into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
 }

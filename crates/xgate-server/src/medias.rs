@@ -13,6 +13,17 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::params::{BodyPage, PageRequest, QueryPage};
 
+/// The optional `Idempotency-Key` header of every data endpoint.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct IdempotencyKey {
+    /// Retrying with the same key within 24 hours replays the first successful response and is
+    /// not charged again; the same key with a different request is a 422.
+    #[param(rename = "Idempotency-Key", max_length = 255)]
+    idempotency_key: Option<String>,
+}
+
 /// The OpenAPI tag of these endpoints.
 pub const TAG: &str = "User";
 
@@ -76,10 +87,19 @@ fn render(tweets: &[StoredTweet], next: Option<&str>) -> Vec<u8> {
     path = "/user/medias",
     operation_id = "User_s_Media_get__user_medias",
     tag = TAG,
-    params(MediasQuery),
+    params(MediasQuery, IdempotencyKey),
+    security(("api_key" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "Response", body = MediasResponse),
+        (status = 200, description = "Response", body = MediasResponse, headers(
+            ("X-Request-Id" = String, description = "This request's id, as in the request log"),
+            ("X-Credits-Cost" = i64, description = "Credits charged for this request"),
+            ("X-Credits-Remaining" = i64, description = "Credits left after it"),
+        )),
+        (status = 401, description = "No or bad API key", body = ErrorBody),
+        (status = 402, description = "Not enough credits", body = ErrorBody),
         (status = 404, description = "Unknown user", body = ErrorBody),
+        (status = 409, description = "The same Idempotency-Key is in use", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
         (status = 422, description = "Validation Error", body = HttpValidationError),
     )
 )]
@@ -99,10 +119,20 @@ pub async fn get_medias(
     path = "/user/medias",
     operation_id = "User_s_Media_post__user_medias",
     tag = TAG,
+    params(IdempotencyKey),
     request_body = MediasRequest,
+    security(("api_key" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "Response", body = MediasResponse),
+        (status = 200, description = "Response", body = MediasResponse, headers(
+            ("X-Request-Id" = String, description = "This request's id, as in the request log"),
+            ("X-Credits-Cost" = i64, description = "Credits charged for this request"),
+            ("X-Credits-Remaining" = i64, description = "Credits left after it"),
+        )),
+        (status = 401, description = "No or bad API key", body = ErrorBody),
+        (status = 402, description = "Not enough credits", body = ErrorBody),
         (status = 404, description = "Unknown user", body = ErrorBody),
+        (status = 409, description = "The same Idempotency-Key is in use", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Validation Error", body = HttpValidationError),
     )
@@ -122,10 +152,19 @@ pub async fn post_medias(
     path = "/user/medias/continuation",
     operation_id = "Continuation_User_s_Media_get__user_medias_continuation",
     tag = TAG,
-    params(MediasContinuationQuery),
+    params(MediasContinuationQuery, IdempotencyKey),
+    security(("api_key" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "Response", body = MediasResponse),
+        (status = 200, description = "Response", body = MediasResponse, headers(
+            ("X-Request-Id" = String, description = "This request's id, as in the request log"),
+            ("X-Credits-Cost" = i64, description = "Credits charged for this request"),
+            ("X-Credits-Remaining" = i64, description = "Credits left after it"),
+        )),
+        (status = 401, description = "No or bad API key", body = ErrorBody),
+        (status = 402, description = "Not enough credits", body = ErrorBody),
         (status = 404, description = "Unknown user", body = ErrorBody),
+        (status = 409, description = "The same Idempotency-Key is in use", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
         (status = 422, description = "Validation Error", body = HttpValidationError),
     )
 )]
@@ -144,10 +183,20 @@ pub async fn get_medias_continuation(
     path = "/user/medias/continuation",
     operation_id = "Continuation_User_s_Media_post__user_medias_continuation",
     tag = TAG,
+    params(IdempotencyKey),
     request_body = MediasContinuationRequest,
+    security(("api_key" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "Response", body = MediasResponse),
+        (status = 200, description = "Response", body = MediasResponse, headers(
+            ("X-Request-Id" = String, description = "This request's id, as in the request log"),
+            ("X-Credits-Cost" = i64, description = "Credits charged for this request"),
+            ("X-Credits-Remaining" = i64, description = "Credits left after it"),
+        )),
+        (status = 401, description = "No or bad API key", body = ErrorBody),
+        (status = 402, description = "Not enough credits", body = ErrorBody),
         (status = 404, description = "Unknown user", body = ErrorBody),
+        (status = 409, description = "The same Idempotency-Key is in use", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Validation Error", body = HttpValidationError),
     )

@@ -2,6 +2,7 @@
 //! so the read-check-write of a charge cannot interleave with another.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
@@ -94,12 +95,12 @@ fn record_batch(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         for rec in batch {
-            if !accounts.contains_key(&rec.account) {
-                let account =
-                    account_by_id(&tx, rec.account)?.ok_or_else(|| missing_account(rec.account))?;
-                accounts.insert(rec.account, account);
-            }
-            let account = accounts.get_mut(&rec.account).expect("loaded above");
+            let account = match accounts.entry(rec.account) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => entry.insert(
+                    account_by_id(&tx, rec.account)?.ok_or_else(|| missing_account(rec.account))?,
+                ),
+            };
             if account.free_period != month {
                 account.free_period = month.to_owned();
                 account.free_used = 0;

@@ -3,10 +3,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use xgate_billing::clock;
 use xgate_ingest::formats::jsonl::Jsonl;
 use xgate_ingest::synth::{self, SynthConfig};
 use xgate_ingest::{Source, ingest};
 use xgate_server::AppState;
+use xgate_store::accounts::{AccountStore, KeySelector};
+use xgate_store_sqlite::SqliteStore;
+
+use crate::accounts_cmd;
 use xgate_store::Store;
 
 /// The demo's store, unless `--db` names another.
@@ -45,8 +50,33 @@ pub async fn load(store: Arc<dyn Store>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The demo account's name.
+pub const DEMO_ACCOUNT: &str = "demo";
+/// The demo account is topped up to this many credits at each start.
+const DEMO_CREDITS: i64 = 1000;
+
+/// A fresh key of the demo account, which is topped up to [`DEMO_CREDITS`]. Keys of earlier demo
+/// runs are revoked: each was printed once, and none should linger.
+pub async fn key(store: &SqliteStore) -> anyhow::Result<String> {
+    let now = clock::now_ms();
+    let account = store.ensure_account(DEMO_ACCOUNT, now).await?;
+    for old in store.list_keys().await? {
+        if old.account == DEMO_ACCOUNT && old.revoked_ms.is_none() {
+            store.revoke_key(KeySelector::Id(old.id), now).await?;
+        }
+    }
+    let top_up = DEMO_CREDITS - account.balance;
+    let (_, _, key) =
+        accounts_cmd::create_key(store, DEMO_ACCOUNT, top_up.max(0), Some("demo".into())).await?;
+    Ok(key)
+}
+
 /// Prints the demo users and curl lines that work as printed.
-pub async fn print_guide(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
+pub async fn print_guide(
+    state: &AppState,
+    addr: SocketAddr,
+    key: Option<&str>,
+) -> anyhow::Result<()> {
     let store = state.store();
     let users = store.users(20).await?;
     println!();
@@ -71,15 +101,23 @@ pub async fn print_guide(state: &AppState, addr: SocketAddr) -> anyhow::Result<(
     let first = store.media_page(paged, None, 10).await?;
     let last = first.last().map(|t| t.tweet_id);
     let base = format!("http://{addr}");
+    let auth = key.map_or_else(String::new, |k| format!(" -H 'Authorization: Bearer {k}'"));
     println!();
+    if let Some(key) = key {
+        println!("Demo API key (account {DEMO_ACCOUNT}, {DEMO_CREDITS} credits): {key}");
+        println!();
+    }
     println!("Try it:");
-    println!("  curl -s '{base}/user/medias?user_id={SEED_USER}&limit=2'");
+    println!("  curl -s{auth} '{base}/user/medias?user_id={SEED_USER}&limit=2'");
     if let Some(last) = last {
         let token = state.tokens().issue(paged, last);
         println!(
-            "  curl -s -X POST {base}/user/medias/continuation -H 'Content-Type: application/json' \
+            "  curl -s{auth} -X POST {base}/user/medias/continuation -H 'Content-Type: application/json' \
              -d '{{\"user_id\": \"{paged}\", \"continuation_token\": \"{token}\", \"limit\": 10}}'"
         );
+    }
+    if key.is_some() {
+        println!("  curl -s{auth} {base}/v1/credits");
     }
     println!("  curl -s {base}/openapi.json");
     println!();

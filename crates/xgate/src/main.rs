@@ -1,5 +1,6 @@
 //! `xgate`: the command line. Each subcommand is a thin layer over the library crates.
 
+mod accounts_cmd;
 mod demo;
 mod gen_cmd;
 mod ingest_cmd;
@@ -26,6 +27,14 @@ enum Command {
     Ingest(ingest_cmd::IngestArgs),
     /// Write deterministic synthetic media tweets as JSONL.
     Gen(gen_cmd::GenArgs),
+    /// Create, list and revoke API keys.
+    Keys(accounts_cmd::KeysArgs),
+    /// Add and show an account's credits.
+    Credits(accounts_cmd::CreditsArgs),
+    /// Set an account's free allowance and rate limit.
+    Accounts(accounts_cmd::AccountsArgs),
+    /// An account's request log and a per-day summary.
+    Usage(accounts_cmd::UsageArgs),
 }
 
 /// The store used when none is named.
@@ -46,6 +55,14 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Ingest(args) => ingest_cmd::run(args).await,
             Command::Gen(args) => gen_cmd::run(args).map(|()| ExitCode::SUCCESS),
+            Command::Keys(args) => accounts_cmd::keys(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Credits(args) => accounts_cmd::credits(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Accounts(args) => accounts_cmd::accounts(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Usage(args) => accounts_cmd::usage(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     outcome.unwrap_or_else(|e| fail(&e))

@@ -1,13 +1,15 @@
 //! `xgate serve`.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
-use xgate_server::{AppState, ServerConfig, router};
+use xgate_billing::Prices;
+use xgate_server::{AppState, Billing, BillingConfig, ServerConfig, router};
 use xgate_store_sqlite::SqliteStore;
 
 use crate::{DEFAULT_DB, db_path, demo};
@@ -25,9 +27,19 @@ pub struct ServeArgs {
     #[arg(long, env = "XGATE_MAX_LIMIT", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     max_limit: u32,
-    /// Load demo data (the seed user and generated users) and print how to query it.
+    /// Load demo data (the seed user and generated users), make a demo key, and print how to
+    /// query it.
     #[arg(long)]
     demo: bool,
+    /// Serve without API keys or credits: every data request is free and anonymous.
+    #[arg(long, env = "XGATE_NO_BILLING")]
+    no_billing: bool,
+    /// Requests per minute per account, unless the account has its own limit [default: none]
+    #[arg(long, env = "XGATE_RATE_LIMIT", value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit: Option<u32>,
+    /// An endpoint's price in credits, `'METHOD /path=N'` (repeatable; default 1 each).
+    #[arg(long = "price", env = "XGATE_PRICES", value_delimiter = ';')]
+    prices: Vec<String>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -44,7 +56,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         default_limit: ServerConfig::default().default_limit.min(args.max_limit),
         ..ServerConfig::default()
     };
-    let state = AppState::new(store.clone(), config).await?;
+    let state = if args.no_billing {
+        AppState::new(store.clone(), config).await?
+    } else {
+        let billing = BillingConfig {
+            prices: Prices::parse(args.prices.iter().map(String::as_str))?,
+            default_rate_limit: args.rate_limit.and_then(NonZeroU32::new),
+        };
+        AppState::metered(
+            store.clone(),
+            config,
+            Billing::start(store.clone(), billing),
+        )
+        .await?
+    };
+    let demo_key = match args.demo && !args.no_billing {
+        true => Some(demo::key(&store).await?),
+        false => None,
+    };
     let listener = TcpListener::bind(&args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
@@ -56,7 +85,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     println!("store: {}", db.display());
     if args.demo {
-        demo::print_guide(&state, reachable(addr)).await?;
+        demo::print_guide(&state, reachable(addr), demo_key.as_deref()).await?;
     }
     tracing::info!(%addr, db = %db.display(), "serving");
     axum::serve(listener, router(state))

@@ -1,5 +1,6 @@
 //! The HTTP API driven in-process over a real SQLite file.
 
+mod billing;
 mod errors;
 mod medias;
 mod openapi;
@@ -11,12 +12,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 use xgate_model::TweetRecord;
-use xgate_server::{AppState, ServerConfig, router};
+use xgate_server::{AppState, Billing, BillingConfig, ServerConfig, router};
 use xgate_store::Store;
 use xgate_store_sqlite::SqliteStore;
 
@@ -34,12 +35,33 @@ impl TestApp {
     }
 
     pub async fn with_config(tweets: Vec<TweetRecord>, config: ServerConfig) -> Self {
+        Self::build(tweets, config, None).await
+    }
+
+    /// A paid server: keys required, requests charged.
+    pub async fn metered(tweets: Vec<TweetRecord>, billing: BillingConfig) -> Self {
+        Self::build(tweets, ServerConfig::default(), Some(billing)).await
+    }
+
+    async fn build(
+        tweets: Vec<TweetRecord>,
+        config: ServerConfig,
+        billing: Option<BillingConfig>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(dir.path().join("api.db")).unwrap());
         if !tweets.is_empty() {
             store.upsert_tweets(tweets).await.unwrap();
         }
-        let state = AppState::new(store.clone(), config).await.unwrap();
+        let state = match billing {
+            None => AppState::new(store.clone(), config).await.unwrap(),
+            Some(billing) => {
+                let billing = Billing::start(store.clone(), billing);
+                AppState::metered(store.clone(), config, billing)
+                    .await
+                    .unwrap()
+            }
+        };
         TestApp {
             router: router(state.clone()),
             store,
@@ -69,15 +91,30 @@ impl TestApp {
         uri: &str,
         body: Option<Vec<u8>>,
     ) -> (StatusCode, Vec<u8>) {
+        let (status, _, bytes) = self.send(method, uri, body, &[]).await;
+        (status, bytes)
+    }
+
+    /// Sends a request with extra headers; returns status, headers and body bytes.
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
         let mut req = Request::builder().method(method).uri(uri);
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         let req = req.body(body.map_or_else(Body::empty, Body::from)).unwrap();
         let res = self.router.clone().oneshot(req).await.unwrap();
         let status = res.status();
-        let ct = res
-            .headers()
+        let headers = res.headers().clone();
+        let ct = headers
             .get("content-type")
             .map(|v| v.to_str().unwrap().to_owned());
         let bytes = res.into_body().collect().await.unwrap().to_bytes().to_vec();
@@ -86,7 +123,7 @@ impl TestApp {
             Some("application/json"),
             "{uri}: content type"
         );
-        (status, bytes)
+        (status, headers, bytes)
     }
 
     pub async fn post(&self, uri: &str, body: &str) -> (StatusCode, Value) {

@@ -2,11 +2,14 @@
 
 use axum::http::StatusCode;
 
+use xgate_server::BillingConfig;
+
 use crate::TestApp;
 
 #[tokio::test]
 async fn the_document_is_pinned() {
-    let app = TestApp::new(vec![]).await;
+    // The document of a paid server, the default deployment.
+    let app = TestApp::metered(vec![], BillingConfig::default()).await;
     let (status, doc) = app.get("/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     insta::assert_json_snapshot!("openapi", doc);

@@ -1,88 +1,15 @@
-//! The real `xgate` binary: generate, ingest, serve on a free port, and talk HTTP to it.
+//! Serving: generate, ingest, serve, page, restart; the demo; bad arguments.
 
-use std::io::{BufRead, BufReader, Lines};
-use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
-const XGATE: &str = env!("CARGO_BIN_EXE_xgate");
-const SEED: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../fixtures/seed/seed-user-96479162-medias.jsonl"
-);
-const SEED_RESPONSE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../fixtures/seed/seed-example-response.json"
-);
+use crate::{SEED, SEED_RESPONSE, Server, create_key, xgate};
 
-fn xgate(args: &[&str]) -> Output {
-    Command::new(XGATE)
-        .args(args)
-        .env_remove("XGATE_DB")
-        .env_remove("XGATE_BIND")
-        .output()
-        .expect("xgate runs")
-}
-
-/// A running `xgate serve`, stopped with SIGTERM when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    stdout: Lines<BufReader<ChildStdout>>,
-}
-
-impl Server {
-    fn start(dir: &Path, extra: &[&str]) -> Server {
-        let db = dir.join("xgate.db");
-        let mut child = Command::new(XGATE)
-            .args(["serve", "--bind", "127.0.0.1:0", "--db"])
-            .arg(&db)
-            .args(extra)
-            .current_dir(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("xgate serve starts");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        // The server binds before it prints, so once this line is read it accepts connections.
-        let first = stdout.next().expect("a first line").unwrap();
-        let base = first
-            .split_once("listening on ")
-            .map(|(_, url)| url.to_owned())
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"));
-        Server {
-            child,
-            base,
-            stdout,
-        }
-    }
-
-    /// Sends SIGTERM and returns whether the server exited cleanly.
-    fn stop(mut self) -> bool {
-        self.terminate()
-    }
-
-    fn terminate(&mut self) -> bool {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success());
-        self.child.wait().unwrap().success()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+async fn post(base: &str, key: &str, path: &str, body: Value) -> (u16, Value) {
     let res = reqwest::Client::new()
         .post(format!("{base}{path}"))
+        .bearer_auth(key)
         .json(&body)
         .send()
         .await
@@ -133,13 +60,14 @@ async fn generate_ingest_serve_page_and_restart() {
     assert!(stderr.contains(&format!("{}:2", bad.display())), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 unchanged"));
 
+    let key = create_key(std::path::Path::new(db), "test", 100);
     let server = Server::start(dir.path(), &[]);
     let base = server.base.clone();
     let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
 
     // The seed user's page is the seed example's results, value for value.
-    let (status, page) = post(&base, "/user/medias", json!({"user_id": 96479162})).await;
+    let (status, page) = post(&base, &key, "/user/medias", json!({"user_id": 96479162})).await;
     assert_eq!(status, 200);
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(SEED_RESPONSE).unwrap()).unwrap();
@@ -147,10 +75,17 @@ async fn generate_ingest_serve_page_and_restart() {
 
     // Page through a generated user with a big id, given as a string.
     let user = "1300000000001000003";
-    let (_, first) = post(&base, "/user/medias", json!({"user_id": user, "limit": 20})).await;
+    let (_, first) = post(
+        &base,
+        &key,
+        "/user/medias",
+        json!({"user_id": user, "limit": 20}),
+    )
+    .await;
     let token = first["continuation_token"].as_str().unwrap().to_owned();
     let (status, second) = post(
         &base,
+        &key,
         "/user/medias/continuation",
         json!({"user_id": user, "continuation_token": token}),
     )
@@ -161,6 +96,7 @@ async fn generate_ingest_serve_page_and_restart() {
 
     let (status, error) = post(
         &base,
+        &key,
         "/user/medias/continuation",
         json!({"user_id": 1, "continuation_token": token}),
     )
@@ -174,6 +110,7 @@ async fn generate_ingest_serve_page_and_restart() {
     let server = Server::start(dir.path(), &[]);
     let (status, again) = post(
         &server.base,
+        &key,
         "/user/medias/continuation",
         json!({"user_id": user, "continuation_token": token}),
     )
@@ -197,7 +134,7 @@ async fn the_demo_prints_curl_lines_that_work_as_printed() {
             break;
         }
     }
-    assert_eq!(curls.len(), 3, "{curls:?}");
+    assert_eq!(curls.len(), 4, "{curls:?}");
     for curl in &curls {
         let out = Command::new("sh")
             .arg("-c")
@@ -214,6 +151,8 @@ async fn the_demo_prints_curl_lines_that_work_as_printed() {
         if curl.contains("/user/medias") {
             let results = body["results"].as_array().unwrap();
             assert!(!results.is_empty(), "{curl}");
+        } else if curl.contains("/v1/credits") {
+            assert_eq!(body["account"], "demo", "{curl}");
         } else {
             assert!(body["paths"].is_object());
         }
@@ -227,7 +166,7 @@ async fn the_demo_prints_curl_lines_that_work_as_printed() {
         .unwrap();
     let body: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(body["results"].as_array().unwrap().len(), 10);
-    assert!(server.terminate());
+    assert!(server.stop());
 }
 
 #[test]

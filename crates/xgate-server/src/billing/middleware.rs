@@ -1,0 +1,286 @@
+//! The metering middleware around every data endpoint.
+//!
+//! In order: a request id; the key (401); the account's rate limit (429); an `Idempotency-Key`
+//! replay (or 409 while the first is running, 422 if reused for another request); the credits
+//! reserved (402); the handler; then, on a 2xx, the charge committed before the response leaves,
+//! or on anything else the reservation released. Every answer after the key check carries
+//! `X-Request-Id`, `X-Credits-Cost` and `X-Credits-Remaining`, and is in the account's request log.
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use xgate_billing::rate_limit::{Decision, Window};
+use xgate_billing::{Refusal, clock};
+use xgate_model::wire::LocItem;
+use xgate_store::accounts::{Recorded, RequestRecord, StoredResponse};
+
+use super::{Billing, Caller};
+use crate::AppState;
+use crate::error::{ApiError, issue};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const CREDITS_COST: HeaderName = HeaderName::from_static("x-credits-cost");
+const CREDITS_REMAINING: HeaderName = HeaderName::from_static("x-credits-remaining");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// How long a response is replayed for its `Idempotency-Key`.
+pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// Meters one request to a data endpoint. Without billing, passes it through.
+pub async fn meter(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(billing) = state.billing() else {
+        return next.run(req).await;
+    };
+    let started = Instant::now();
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let caller = match billing.authenticate(req.headers()).await {
+        Ok(caller) => caller,
+        Err(e) => return with_request_id(e.into_response(), &request_id),
+    };
+    let mut meta = Meta {
+        billing,
+        body_limit: state.config().body_limit,
+        caller,
+        request_id,
+        endpoint: format!("{} {}", req.method(), req.uri().path()),
+        started,
+        window: None,
+    };
+    match metered(&mut meta, req, next).await {
+        Ok(done) => done,
+        Err(e) => {
+            let status = e.status();
+            let response = e.into_response();
+            meta.log(status);
+            meta.finish(response, 0, None).await
+        }
+    }
+}
+
+/// What the steps of one metered request share.
+struct Meta<'a> {
+    billing: &'a Billing,
+    body_limit: usize,
+    caller: Caller,
+    request_id: String,
+    endpoint: String,
+    started: Instant,
+    window: Option<Window>,
+}
+
+impl Meta<'_> {
+    fn record(&self, status: StatusCode, cost: i64) -> RequestRecord {
+        RequestRecord {
+            request_id: self.request_id.clone(),
+            account: self.caller.auth.account_id,
+            key: self.caller.auth.key_id,
+            at_ms: clock::now_ms(),
+            endpoint: self.endpoint.clone(),
+            status: status.as_u16(),
+            cost,
+            latency_us: i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX),
+            idempotency: None,
+        }
+    }
+
+    /// Logs a request that was not charged.
+    fn log(&self, status: StatusCode) {
+        self.billing.meter().log(self.record(status, 0));
+    }
+
+    /// Adds the billing headers; `remaining` is looked up when not known.
+    async fn finish(&self, mut response: Response, cost: i64, remaining: Option<i64>) -> Response {
+        let remaining = match remaining {
+            Some(r) => r,
+            None => self
+                .billing
+                .meter()
+                .remaining(self.caller.auth.account_id)
+                .await
+                .unwrap_or(0),
+        };
+        let headers = response.headers_mut();
+        headers.insert(REQUEST_ID, header(&self.request_id));
+        headers.insert(CREDITS_COST, HeaderValue::from(cost));
+        headers.insert(CREDITS_REMAINING, HeaderValue::from(remaining.max(0)));
+        if let Some(window) = self.window {
+            rate_limit_headers(headers, window);
+        }
+        response
+    }
+}
+
+async fn metered(meta: &mut Meta<'_>, req: Request, next: Next) -> Result<Response, ApiError> {
+    let billing = meta.billing;
+    let account = meta.caller.auth.account_id;
+    match billing.limits.check(account, meta.caller.auth.rate_limit) {
+        Decision::Unlimited => {}
+        Decision::Allowed(window) => meta.window = Some(window),
+        Decision::Limited {
+            window,
+            retry_after,
+        } => {
+            meta.window = Some(window);
+            return Err(ApiError::RateLimited { retry_after });
+        }
+    }
+
+    let idempotency_key = idempotency_key(req.headers())?;
+    let (req, idempotency) = match idempotency_key {
+        None => (req, None),
+        Some(key) => {
+            let (req, hash) = hash_request(req, meta.body_limit).await?;
+            let now = clock::now_ms();
+            let kept = billing
+                .accounts()
+                .idempotent_response(account, &key, now - IDEMPOTENCY_WINDOW_MS)
+                .await?;
+            if let Some(kept) = kept {
+                return replay(meta, kept, hash).await;
+            }
+            let guard = billing
+                .begin_idempotent(account, &key)
+                .ok_or(ApiError::IdempotencyInProgress)?;
+            (req, Some((key, hash, guard)))
+        }
+    };
+
+    let cost = billing.prices().cost(&meta.endpoint);
+    let reservation = match billing.meter().reserve(account, cost).await {
+        Ok(reservation) => reservation,
+        Err(Refusal::Insufficient { .. }) => return Err(ApiError::InsufficientCredits),
+        Err(Refusal::UnknownAccount) => return Err(ApiError::InvalidApiKey),
+        Err(Refusal::Store(e)) => return Err(e.into()),
+    };
+
+    let response = next.run(req).await;
+    let status = response.status();
+    if !status.is_success() {
+        drop(reservation);
+        meta.log(status);
+        return Ok(meta.finish(response, 0, None).await);
+    }
+
+    let (parts, body) = response.into_parts();
+    let body = to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading a response body: {e}")))?;
+    let mut record = meta.record(status, cost);
+    if let Some((key, request_hash, _)) = &idempotency {
+        record.idempotency = Some((
+            key.clone(),
+            StoredResponse {
+                request_hash: *request_hash,
+                status: status.as_u16(),
+                body: body.to_vec(),
+                request_id: meta.request_id.clone(),
+                created_ms: record.at_ms,
+            },
+        ));
+    }
+    match reservation.settle(record).await? {
+        Recorded::Done {
+            balance, free_left, ..
+        } => {
+            let response = Response::from_parts(parts, Body::from(body));
+            Ok(meta.finish(response, cost, Some(balance + free_left)).await)
+        }
+        // Another node spent the credits while this request ran: it fails, uncharged.
+        Recorded::Insufficient { .. } => Err(ApiError::InsufficientCredits),
+        Recorded::Duplicate => Err(ApiError::Internal(format!(
+            "request id {} recorded twice",
+            meta.request_id
+        ))),
+    }
+}
+
+/// The `Idempotency-Key` header, if present and well formed.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let loc = || vec![LocItem::from("header"), LocItem::from(IDEMPOTENCY_KEY)];
+    match value.to_str() {
+        Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ApiError::Validation(vec![
+            issue::bad_idempotency_key(loc()),
+        ])),
+    }
+}
+
+/// Reads the body to hash the request (method, path, query, body), and puts it back.
+async fn hash_request(req: Request, limit: usize) -> Result<(Request, [u8; 32]), ApiError> {
+    let (parts, body) = req.into_parts();
+    let bytes: Bytes = to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?;
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str());
+    hasher.update(b" ");
+    hasher.update(parts.uri.path());
+    hasher.update(b"?");
+    hasher.update(parts.uri.query().unwrap_or(""));
+    hasher.update(b"\n");
+    if parts.method != Method::GET {
+        hasher.update(&bytes);
+    }
+    let hash = hasher.finalize().into();
+    Ok((Request::from_parts(parts, Body::from(bytes)), hash))
+}
+
+/// Answers with a kept response: the same status and body, charged nothing.
+async fn replay(
+    meta: &Meta<'_>,
+    kept: StoredResponse,
+    hash: [u8; 32],
+) -> Result<Response, ApiError> {
+    if kept.request_hash != hash {
+        let loc = vec![LocItem::from("header"), LocItem::from(IDEMPOTENCY_KEY)];
+        return Err(ApiError::Validation(vec![issue::idempotency_key_reused(
+            loc,
+        )]));
+    }
+    let status = StatusCode::from_u16(kept.status).unwrap_or(StatusCode::OK);
+    let mut response = (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        kept.body,
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(IDEMPOTENT_REPLAYED, header(&kept.request_id));
+    meta.log(status);
+    Ok(meta.finish(response, 0, None).await)
+}
+
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    response
+        .headers_mut()
+        .insert(REQUEST_ID, header(request_id));
+    response
+}
+
+fn header(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// `RateLimit-Policy` and `RateLimit`, as draft-ietf-httpapi-ratelimit-headers writes them.
+fn rate_limit_headers(headers: &mut HeaderMap, window: Window) {
+    let policy = format!("\"per-minute\";q={};w=60", window.limit);
+    let state = format!(
+        "\"per-minute\";r={};t={}",
+        window.remaining, window.reset_seconds
+    );
+    headers.insert(RATELIMIT_POLICY, header(&policy));
+    headers.insert(RATELIMIT, header(&state));
+}

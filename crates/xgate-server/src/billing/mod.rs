@@ -1,0 +1,148 @@
+//! Keys, credits and limits on the HTTP side: who is calling, may they, and what it cost.
+//!
+//! [`middleware::meter`] wraps every data endpoint; [`routes`] serves `/v1/credits` and
+//! `/v1/usage`. The money itself is kept by `xgate_billing::Meter`.
+
+pub mod middleware;
+pub mod routes;
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use xgate_billing::{Meter, Prices, RateLimits, keys};
+use xgate_store::accounts::{AccountId, AccountStore, KeyAuth};
+
+use crate::error::ApiError;
+
+/// How long a key's state is trusted before it is read again: a revocation reaches every running
+/// server within this, plus one lookup.
+const KEY_TTL: Duration = Duration::from_millis(900);
+/// Remembered keys (valid or not) before the cache starts over.
+const KEY_CACHE_MAX: usize = 100_000;
+
+/// What a key hash resolved to (`None`: no such key), and when it was read.
+type CachedKey = (Option<KeyAuth>, Instant);
+
+/// What an operator sets.
+#[derive(Debug, Clone, Default)]
+pub struct BillingConfig {
+    pub prices: Prices,
+    /// Requests per minute per account, unless the account has its own limit.
+    pub default_rate_limit: Option<NonZeroU32>,
+}
+
+/// Billing state of a server.
+pub struct Billing {
+    accounts: Arc<dyn AccountStore>,
+    meter: Arc<Meter>,
+    prices: Prices,
+    limits: RateLimits,
+    keys: Mutex<HashMap<[u8; 32], CachedKey>>,
+    in_flight: Mutex<HashSet<(AccountId, String)>>,
+}
+
+/// The caller, once its key checks out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub auth: KeyAuth,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Billing {
+    /// Starts billing over `accounts` (its meter's writer task runs on the current runtime).
+    pub fn start(accounts: Arc<dyn AccountStore>, config: BillingConfig) -> Self {
+        Billing {
+            meter: Meter::start(accounts.clone()),
+            accounts,
+            prices: config.prices,
+            limits: RateLimits::new(config.default_rate_limit),
+            keys: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn prices(&self) -> &Prices {
+        &self.prices
+    }
+
+    pub fn accounts(&self) -> &dyn AccountStore {
+        &*self.accounts
+    }
+
+    pub fn meter(&self) -> &Arc<Meter> {
+        &self.meter
+    }
+
+    /// The caller behind the request's key: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let presented = presented_key(headers).ok_or(ApiError::MissingApiKey)?;
+        let hash = keys::parse(presented).map_err(|_| ApiError::InvalidApiKey)?;
+        let cached = lock(&self.keys)
+            .get(&hash)
+            .filter(|(_, at)| at.elapsed() < KEY_TTL)
+            .map(|(auth, _)| *auth);
+        let auth = match cached {
+            Some(auth) => auth,
+            None => {
+                let auth = self.accounts.key_by_hash(hash).await?;
+                let mut keys = lock(&self.keys);
+                if keys.len() >= KEY_CACHE_MAX {
+                    keys.clear();
+                }
+                keys.insert(hash, (auth, Instant::now()));
+                auth
+            }
+        };
+        match auth {
+            Some(auth) if !auth.revoked => Ok(Caller { auth }),
+            _ => Err(ApiError::InvalidApiKey),
+        }
+    }
+
+    /// Marks `(account, key)` as running; `None` if it already is.
+    fn begin_idempotent(&self, account: AccountId, key: &str) -> Option<InFlight<'_>> {
+        let entry = (account, key.to_owned());
+        lock(&self.in_flight)
+            .insert(entry.clone())
+            .then_some(InFlight {
+                billing: self,
+                entry,
+            })
+    }
+}
+
+/// A running request holding an `Idempotency-Key`; the key is free again when it ends.
+struct InFlight<'a> {
+    billing: &'a Billing,
+    entry: (AccountId, String),
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        lock(&self.billing.in_flight).remove(&self.entry);
+    }
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        // A credential in another scheme, or not text, is a wrong key rather than no key.
+        let bearer = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().split_once(' '))
+            .and_then(|(scheme, key)| scheme.eq_ignore_ascii_case("bearer").then(|| key.trim()));
+        return Some(bearer.unwrap_or(""));
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}

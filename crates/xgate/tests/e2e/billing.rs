@@ -1,0 +1,181 @@
+//! Running a paid API with the real binary: keys made by the CLI, money under concurrency, a
+//! crash mid-load, revocation across processes, and keys never kept or logged in clear.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::{SEED, Server, books, create_key, xgate_ok};
+
+fn seeded_store(dir: &Path) -> std::path::PathBuf {
+    let db = dir.join("xgate.db");
+    xgate_ok(&["ingest", "--db", db.to_str().unwrap(), SEED]);
+    db
+}
+
+async fn page(client: &reqwest::Client, base: &str, key: &str) -> (u16, Value) {
+    let res = client
+        .post(format!("{base}/user/medias"))
+        .header("x-api-key", key)
+        .json(&json!({"user_id": 96479162, "limit": 2}))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn n_credits_buy_exactly_n_successes_however_many_ask_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_store(dir.path());
+    let key = create_key(&db, "buyer", 30);
+    let server = Server::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let (client, base, key) = (client.clone(), server.base.clone(), key.clone());
+        tasks.spawn(async move { page(&client, &base, &key).await });
+    }
+    let (mut ok, mut refused) = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        match done.unwrap() {
+            (200, _) => ok += 1,
+            (402, body) => {
+                assert_eq!(body["code"], "insufficient_credits");
+                refused += 1;
+            }
+            (status, body) => panic!("unexpected {status}: {body}"),
+        }
+    }
+    assert_eq!((ok, refused), (30, 170));
+    assert!(server.stop());
+    let ledger = books(&db, "buyer");
+    assert_eq!(ledger["balance"], 0);
+    assert_eq!(ledger["charged"], 30);
+    assert_eq!(ledger["balanced"], true);
+}
+
+#[tokio::test]
+async fn a_crash_mid_load_leaves_the_books_balanced() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_store(dir.path());
+    let key = create_key(&db, "crash", 1_000_000);
+    let server = Server::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let successes = Arc::new(AtomicUsize::new(0));
+    let mut load = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (client, base, key, successes) = (
+            client.clone(),
+            server.base.clone(),
+            key.clone(),
+            successes.clone(),
+        );
+        load.spawn(async move {
+            // Bounded: stops at the first failed connection (the kill), or after 5,000 requests.
+            for _ in 0..5_000 {
+                let sent = client
+                    .post(format!("{base}/user/medias"))
+                    .bearer_auth(&key)
+                    .json(&json!({"user_id": 96479162, "limit": 3}))
+                    .send()
+                    .await;
+                let Ok(res) = sent else { return };
+                if res.status() == 200 && res.bytes().await.is_ok() {
+                    successes.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+    }
+    // Kill the server once it has answered a few hundred requests, with more in flight.
+    while successes.load(Ordering::SeqCst) < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill();
+    while load.join_next().await.is_some() {}
+    let seen = successes.load(Ordering::SeqCst) as i64;
+
+    let ledger = books(&db, "crash");
+    assert_eq!(ledger["balanced"], true, "{ledger}");
+    assert_eq!(ledger["charged_failures"], 0, "{ledger}");
+    let charged = ledger["charged"].as_i64().unwrap();
+    // Every success a client received was charged; at most the requests in flight at the kill
+    // (8 connections) were charged without their response arriving.
+    assert!(
+        charged >= seen && charged <= seen + 8,
+        "charged {charged}, seen {seen}"
+    );
+
+    // The restarted server serves and charges on from the same books.
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(page(&client, &server.base, &key).await.0, 200);
+    assert!(server.stop());
+    let after = books(&db, "crash");
+    assert_eq!(after["charged"].as_i64().unwrap(), charged + 1);
+    assert_eq!(after["balanced"], true);
+}
+
+#[tokio::test]
+async fn a_key_revoked_by_the_cli_stops_on_a_running_server_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_store(dir.path());
+    let key = create_key(&db, "revoked", 10);
+    let server = Server::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    assert_eq!(page(&client, &server.base, &key).await.0, 200);
+    xgate_ok(&["keys", "revoke", "--db", db.to_str().unwrap(), &key]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, body) = page(&client, &server.base, &key).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["code"], "invalid_api_key");
+    let listing = xgate_ok(&["keys", "list", "--db", db.to_str().unwrap()]);
+    assert!(listing.contains("revoked"), "{listing}");
+    assert!(server.stop());
+}
+
+#[tokio::test]
+async fn keys_are_never_kept_or_logged_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_store(dir.path());
+    let key = create_key(&db, "secret", 10);
+    let server = Server::start_with_env(dir.path(), &[], &[("RUST_LOG", "trace")]);
+    let client = reqwest::Client::new();
+    assert_eq!(page(&client, &server.base, &key).await.0, 200);
+    let res = client
+        .get(format!("{}/v1/credits", server.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // A wrong key near the real one, so failure paths log too.
+    let last = if key.ends_with('x') { 'y' } else { 'x' };
+    let wrong = format!("{}{last}", &key[..key.len() - 1]);
+    assert_eq!(page(&client, &server.base, &wrong).await.0, 401);
+    let log_path = server.log.clone();
+    assert!(server.stop());
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("serving"), "the log was written: {log}");
+    let secret = &key["xg_live_".len()..];
+    assert!(!log.contains(secret), "the key appears in the server log");
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("xgate.db") {
+            let bytes = std::fs::read(&path).unwrap();
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "the key is stored in clear in {name}");
+        }
+    }
+    let listing = xgate_ok(&["keys", "list", "--db", db.to_str().unwrap()]);
+    assert!(!listing.contains(secret));
+    assert!(
+        listing.contains(&key[..14]),
+        "listed by its prefix: {listing}"
+    );
+}
