@@ -47,7 +47,7 @@ pub enum Refusal {
 pub struct Meter {
     store: Arc<dyn AccountStore>,
     accounts: Mutex<HashMap<AccountId, Local>>,
-    queue: mpsc::Sender<Job>,
+    queue: mpsc::Sender<Message>,
 }
 
 /// What this node knows of an account.
@@ -66,6 +66,12 @@ impl Local {
     fn available(&self) -> i64 {
         self.balance + self.free_left - self.reserved
     }
+}
+
+enum Message {
+    Job(Job),
+    /// Answered once everything queued before it is committed.
+    Flush(oneshot::Sender<()>),
 }
 
 struct Job {
@@ -168,9 +174,18 @@ impl Meter {
             reserved: 0,
             reply: None,
         };
-        if let Err(e) = self.queue.try_send(job) {
+        if let Err(e) = self.queue.try_send(Message::Job(job)) {
             // The log of free requests is best effort under overload; charges never are.
             tracing::warn!(error = %e, "request log queue full, a free request goes unlogged");
+        }
+    }
+
+    /// Waits until everything recorded so far (the request log included) is committed: for a
+    /// clean shutdown.
+    pub async fn flush(&self) {
+        let (done, committed) = oneshot::channel();
+        if self.queue.send(Message::Flush(done)).await.is_ok() {
+            let _ = committed.await;
         }
     }
 
@@ -233,8 +248,8 @@ impl Reservation {
         };
         // From here the writer task releases the reservation, whatever happens to this future.
         self.held = false;
-        if let Err(mpsc::error::SendError(job)) = self.meter.queue.send(job).await {
-            self.meter.release(self.account, job.reserved);
+        if self.meter.queue.send(Message::Job(job)).await.is_err() {
+            self.meter.release(self.account, self.cost);
             return Err(StoreError::Unavailable("the meter has stopped".into()));
         }
         outcome
@@ -255,15 +270,25 @@ impl Drop for Reservation {
 async fn writer(
     meter: std::sync::Weak<Meter>,
     store: Arc<dyn AccountStore>,
-    mut jobs: mpsc::Receiver<Job>,
+    mut messages: mpsc::Receiver<Message>,
 ) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut batch: Vec<Message> = Vec::with_capacity(MAX_BATCH);
+    while messages.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut records = Vec::with_capacity(batch.len());
         let mut waiters = Vec::with_capacity(batch.len());
-        for job in batch.drain(..) {
-            waiters.push((job.record.account, job.reserved, job.reply));
-            records.push(job.record);
+        let mut flushes = Vec::new();
+        for message in batch.drain(..) {
+            match message {
+                Message::Job(job) => {
+                    waiters.push((job.record.account, job.reserved, job.reply));
+                    records.push(job.record);
+                }
+                Message::Flush(done) => flushes.push(done),
+            }
+        }
+        if records.is_empty() {
+            notify(flushes);
+            continue;
         }
         let count = records.len();
         let result = store.record(records, &clock::month()).await;
@@ -291,5 +316,12 @@ async fn writer(
                 }
             }
         }
+        notify(flushes);
+    }
+}
+
+fn notify(flushes: Vec<oneshot::Sender<()>>) {
+    for done in flushes {
+        let _ = done.send(());
     }
 }

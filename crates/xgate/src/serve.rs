@@ -88,9 +88,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         demo::print_guide(&state, reachable(addr), demo_key.as_deref()).await?;
     }
     tracing::info!(%addr, db = %db.display(), "serving");
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // The request log of the last requests is written in the background: let it land.
+    if let Some(billing) = state.billing() {
+        billing.meter().flush().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -57,6 +57,13 @@ async fn n_credits_buy_exactly_n_successes_however_many_ask_at_once() {
     assert_eq!(ledger["balance"], 0);
     assert_eq!(ledger["charged"], 30);
     assert_eq!(ledger["balanced"], true);
+    // Every request is in the log, the refused ones too (a clean stop writes the last of it).
+    let usage = crate::xgate_ok(&["usage", "--db", db.to_str().unwrap(), "--account", "buyer"]);
+    let today = first_summary_row(&usage);
+    assert!(
+        today.split_whitespace().collect::<Vec<_>>()[1..] == ["200", "30", "30"],
+        "per-day summary: {usage}"
+    );
 }
 
 #[tokio::test]
@@ -178,4 +185,9 @@ async fn keys_are_never_kept_or_logged_in_clear() {
         listing.contains(&key[..14]),
         "listed by its prefix: {listing}"
     );
+}
+
+/// The first summary row of `xgate usage` (today's, the newest).
+fn first_summary_row(usage: &str) -> String {
+    usage.lines().nth(1).unwrap_or_default().to_owned()
 }
