@@ -69,7 +69,7 @@ impl Local {
 }
 
 enum Message {
-    Job(Job),
+    Job(Box<Job>),
     /// Answered once everything queued before it is committed.
     Flush(oneshot::Sender<()>),
 }
@@ -174,7 +174,7 @@ impl Meter {
             reserved: 0,
             reply: None,
         };
-        if let Err(e) = self.queue.try_send(Message::Job(job)) {
+        if let Err(e) = self.queue.try_send(Message::Job(Box::new(job))) {
             // The log of free requests is best effort under overload; charges never are.
             tracing::warn!(error = %e, "request log queue full, a free request goes unlogged");
         }
@@ -248,7 +248,13 @@ impl Reservation {
         };
         // From here the writer task releases the reservation, whatever happens to this future.
         self.held = false;
-        if self.meter.queue.send(Message::Job(job)).await.is_err() {
+        if self
+            .meter
+            .queue
+            .send(Message::Job(Box::new(job)))
+            .await
+            .is_err()
+        {
             self.meter.release(self.account, self.cost);
             return Err(StoreError::Unavailable("the meter has stopped".into()));
         }
@@ -280,8 +286,13 @@ async fn writer(
         for message in batch.drain(..) {
             match message {
                 Message::Job(job) => {
-                    waiters.push((job.record.account, job.reserved, job.reply));
-                    records.push(job.record);
+                    let Job {
+                        record,
+                        reserved,
+                        reply,
+                    } = *job;
+                    waiters.push((record.account, reserved, reply));
+                    records.push(record);
                 }
                 Message::Flush(done) => flushes.push(done),
             }
