@@ -35,6 +35,8 @@ const WORDS: &[&str] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SynthConfig {
     pub users: u64,
+    /// The index of the first user, so separate runs can make separate users.
+    pub first_user: u64,
     pub per_user: u64,
     pub seed: u64,
 }
@@ -51,11 +53,9 @@ pub fn user_id(index: u64) -> UserId {
 
 /// Every synthetic tweet, user by user, each user's oldest first.
 pub fn tweets(config: SynthConfig) -> impl Iterator<Item = Tweet> {
-    assert!(
-        config.users <= MAX_USERS,
-        "at most {MAX_USERS} synthetic users"
-    );
-    (0..config.users).flat_map(move |index| UserTimeline::new(config, index))
+    let end = config.first_user.saturating_add(config.users);
+    assert!(end <= MAX_USERS, "user indexes stay below {MAX_USERS}");
+    (config.first_user..end).flat_map(move |index| UserTimeline::new(config, index))
 }
 
 /// Writes [`tweets`] as JSONL; returns how many were written.
@@ -360,6 +360,7 @@ mod tests {
     fn config() -> SynthConfig {
         SynthConfig {
             users: 3,
+            first_user: 0,
             per_user: 200,
             seed: 7,
         }
@@ -428,6 +429,18 @@ mod tests {
                 .keys()
                 .any(|k| k.starts_with("photox") && k != "photox1")
         );
+    }
+
+    #[test]
+    fn first_user_shifts_the_users_and_keeps_each_users_tweets() {
+        let all: Vec<Tweet> = tweets(config()).collect();
+        let later: Vec<Tweet> = tweets(SynthConfig {
+            users: 2,
+            first_user: 1,
+            ..config()
+        })
+        .collect();
+        assert_eq!(later, all[200..]);
     }
 
     #[test]

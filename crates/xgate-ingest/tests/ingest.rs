@@ -28,6 +28,7 @@ async fn good_lines_are_stored_around_bad_ones_and_twice_changes_nothing() {
     let mut file = std::fs::File::create(&path).unwrap();
     let config = SynthConfig {
         users: 2,
+        first_user: 0,
         per_user: 5000,
         seed: 1,
     };

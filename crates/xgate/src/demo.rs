@@ -23,6 +23,7 @@ const SEED_USER: u64 = 96479162;
 
 const GENERATED: SynthConfig = SynthConfig {
     users: 4,
+    first_user: 0,
     per_user: 250,
     seed: 2026,
 };

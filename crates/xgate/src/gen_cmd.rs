@@ -13,6 +13,9 @@ pub struct GenArgs {
     /// How many users.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_USERS))]
     users: u64,
+    /// The index of the first user; runs with different ranges make different users.
+    #[arg(long, default_value_t = 0)]
+    first_user: u64,
     /// Media tweets per user.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     per_user: u64,
@@ -27,6 +30,7 @@ pub struct GenArgs {
 pub fn run(args: GenArgs) -> anyhow::Result<()> {
     let config = SynthConfig {
         users: args.users,
+        first_user: args.first_user,
         per_user: args.per_user,
         seed: args.seed,
     };

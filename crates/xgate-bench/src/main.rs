@@ -1,0 +1,613 @@
+//! The benchmark harness: `cargo run --release -p xgate-bench`.
+//!
+//! On a fresh machine it builds xgate, generates a 1,000,000-tweet JSONL file (`xgate gen`),
+//! ingests it, starts servers pinned to CPU 0, drives them with wrk pinned to CPU 1, and prints
+//! one table: the ceiling (a minimal axum server answering a fixed body the size of a real page),
+//! xgate's charged continuation endpoint, the same without billing, a page at depth 0 and at depth
+//! 100,000 of a 200,000-tweet timeline, ingest throughput, the store's size, and the server's peak
+//! memory. `docs/BENCHMARKS.md` records its output.
+
+mod wrk;
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail, ensure};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use xgate_server::{AppState, ServerConfig};
+use xgate_store::Store;
+use xgate_store_sqlite::SqliteStore;
+
+#[derive(Debug, Parser)]
+#[command(name = "xgate-bench", about = "Benchmark xgate against a ceiling")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    /// Seconds of load per case.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent connections for the throughput cases.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    /// Users with `--per-user` media tweets each.
+    #[arg(long, default_value_t = 800)]
+    users: u64,
+    #[arg(long, default_value_t = 1000)]
+    per_user: u64,
+    /// Media tweets of the one deep user (depth is measured at half of it).
+    #[arg(long, default_value_t = 200_000)]
+    deep: u64,
+    /// Keep the data here (and reuse it when present) instead of a temporary directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Use this xgate binary instead of building one.
+    #[arg(long)]
+    xgate: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// (internal) The ceiling: answer every request with the bytes of FILE.
+    #[command(hide = true)]
+    Ceiling { body: PathBuf, bind: String },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Sub::Ceiling { body, bind }) = &cli.command {
+        return ceiling(body, bind);
+    }
+    run(&cli)
+}
+
+/// The ceiling server: axum, one route, one pre-built body, nothing else.
+fn ceiling(body: &Path, bind: &str) -> anyhow::Result<()> {
+    let bytes = axum::body::Bytes::from(std::fs::read(body)?);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let app = axum::Router::new().fallback(move || {
+            let bytes = bytes.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    bytes,
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        println!("listening on http://{}", listener.local_addr()?);
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
+
+/// How to pin a process to a CPU, if this machine allows it.
+struct Pinning {
+    server: Vec<String>,
+    load: Vec<String>,
+    note: String,
+}
+
+fn pinning() -> Pinning {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let taskset = Command::new("taskset")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if cpus >= 2 && taskset {
+        let pin = |cpu: &str| vec!["taskset".to_owned(), "-c".to_owned(), cpu.to_owned()];
+        Pinning {
+            server: pin("0"),
+            load: pin("1"),
+            note: format!("server on CPU 0, wrk on CPU 1 (taskset), of {cpus} CPUs"),
+        }
+    } else {
+        Pinning {
+            server: vec![],
+            load: vec![],
+            note: format!(
+                "not pinned ({cpus} CPUs, taskset {})",
+                if taskset { "present" } else { "absent" }
+            ),
+        }
+    }
+}
+
+fn command(pin: &[String], program: &Path) -> Command {
+    match pin.split_first() {
+        Some((taskset, args)) => {
+            let mut c = Command::new(taskset);
+            c.args(args).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A server process, stopped when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    /// Starts `cmd`, whose first line of output names its address.
+    fn start(mut cmd: Command) -> anyhow::Result<Server> {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut first)?;
+        let base = first
+            .trim()
+            .rsplit_once("listening on ")
+            .map(|(_, url)| url.to_owned())
+            .with_context(|| format!("unexpected first line {first:?}"))?;
+        Ok(Server { child, base })
+    }
+
+    /// Peak resident memory so far, in MiB (`VmHWM`).
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One blocking HTTP/1.1 request, for setting up (not for measuring).
+fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let addr: SocketAddr = base.trim_start_matches("http://").parse()?;
+    let mut stream = TcpStream::connect(addr)?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers")?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    ensure!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "chunked responses are not expected here"
+    );
+    Ok((status, response[split + 4..].to_vec()))
+}
+
+fn xgate_binary(cli: &Cli) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &cli.xgate {
+        return Ok(path.clone());
+    }
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "xgate",
+            "--bin",
+            "xgate",
+        ])
+        .status()
+        .context("running cargo to build xgate")?;
+    ensure!(status.success(), "building xgate failed");
+    let me = std::env::current_exe()?;
+    Ok(me.with_file_name("xgate"))
+}
+
+fn ensure_wrk() -> anyhow::Result<()> {
+    if Command::new("wrk").arg("-v").output().is_ok() {
+        return Ok(());
+    }
+    eprintln!("wrk is missing; installing it with apt-get");
+    let ok = Command::new("sh")
+        .args(["-c", "apt-get update -qq && apt-get install -y -qq wrk"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok || Command::new("wrk").arg("-v").output().is_err() {
+        bail!("this harness drives load with wrk: install it (apt-get install wrk) and run again");
+    }
+    Ok(())
+}
+
+/// A run's line in the table.
+struct Row {
+    case: String,
+    report: wrk::Report,
+    rss_mib: Option<f64>,
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    ensure_wrk()?;
+    let xgate = xgate_binary(cli)?;
+    let pin = pinning();
+    let temp;
+    let dir = match &cli.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            dir.clone()
+        }
+        None => {
+            temp = tempdir()?;
+            temp.clone()
+        }
+    };
+    let _cleanup = cli.dir.is_none().then(|| Cleanup(dir.clone()));
+    let jsonl = dir.join("tweets.jsonl");
+    let db = dir.join("bench.db");
+    let total = cli.users * cli.per_user + cli.deep;
+
+    // Data: `users` users, then one deep user, in one JSONL file.
+    if !jsonl.exists() {
+        eprintln!("generating {total} tweets into {}", jsonl.display());
+        let mut out = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&jsonl)?;
+        for (users, first, per_user, seed) in
+            [(cli.users, 0, cli.per_user, 1), (1, cli.users, cli.deep, 2)]
+        {
+            let status = Command::new(&xgate)
+                .args([
+                    "gen",
+                    "--users",
+                    &users.to_string(),
+                    "--first-user",
+                    &first.to_string(),
+                ])
+                .args([
+                    "--per-user",
+                    &per_user.to_string(),
+                    "--seed",
+                    &seed.to_string(),
+                ])
+                .stdout(out.try_clone()?)
+                .stderr(Stdio::null())
+                .status()?;
+            ensure!(status.success(), "xgate gen failed");
+        }
+        out.flush()?;
+    }
+    let jsonl_mib = std::fs::metadata(&jsonl)?.len() as f64 / (1 << 20) as f64;
+
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    eprintln!("ingesting");
+    let started = Instant::now();
+    let out = Command::new(&xgate)
+        .args(["ingest", "--db"])
+        .arg(&db)
+        .arg(&jsonl)
+        .output()?;
+    let ingest_seconds = started.elapsed().as_secs_f64();
+    ensure!(
+        out.status.success(),
+        "xgate ingest failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store_mib = ["", "-wal"]
+        .iter()
+        .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
+        .map(|m| m.len())
+        .sum::<u64>() as f64
+        / (1 << 20) as f64;
+
+    let key_out = Command::new(&xgate)
+        .args([
+            "keys",
+            "create",
+            "--account",
+            "bench",
+            "--credits",
+            "1000000000000",
+            "--db",
+        ])
+        .arg(&db)
+        .output()?;
+    ensure!(key_out.status.success(), "xgate keys create failed");
+    let key = String::from_utf8(key_out.stdout)?
+        .lines()
+        .last()
+        .context("no key")?
+        .to_owned();
+
+    // Requests: continuation tokens of many users at several depths; the deep user's pages.
+    let runtime = tokio::runtime::Runtime::new()?;
+    let deep_user = xgate_ingest::synth::user_id(cli.users);
+    let (continuations, deep_token) = runtime.block_on(async {
+        let store = Arc::new(SqliteStore::open(&db)?);
+        let state = AppState::new(store.clone(), ServerConfig::default()).await?;
+        let mut bodies = Vec::new();
+        for index in 0..cli.users.min(200) {
+            let user = xgate_ingest::synth::user_id(index);
+            let page = store.media_page(user, None, 500).await?;
+            for at in [10usize, 50, 120, 250, 400] {
+                if let Some(t) = page.get(at - 1) {
+                    let token = state.tokens().issue(user, t.tweet_id);
+                    bodies.push(
+                        json!({"user_id": user.get(), "continuation_token": token, "limit": 10})
+                            .to_string(),
+                    );
+                }
+            }
+        }
+        let depth = (cli.deep / 2) as usize;
+        let deep = store.media_page(deep_user, None, depth).await?;
+        let last = deep.last().context("the deep user has tweets")?;
+        ensure!(
+            deep.len() == depth,
+            "the deep user has {} tweets",
+            deep.len()
+        );
+        let token = state.tokens().issue(deep_user, last.tweet_id);
+        anyhow::Ok((bodies, token))
+    })?;
+    drop(runtime);
+
+    let seconds = cli.seconds;
+    let connections = cli.connections;
+    let continuation: Vec<wrk::Request> = continuations
+        .iter()
+        .map(|body| wrk::Request {
+            method: "POST",
+            path: "/user/medias/continuation".into(),
+            body: Some(body.clone()),
+        })
+        .collect();
+    let script = dir.join("continuation.lua");
+    wrk::script(&script, &continuation, &[("X-API-Key", &key)])?;
+
+    let serve = |extra: &[&str]| -> anyhow::Result<Server> {
+        let mut cmd = command(&pin.server, &xgate);
+        cmd.args(["serve", "--db"])
+            .arg(&db)
+            .args(["--bind", &format!("127.0.0.1:{}", free_port()?)]);
+        cmd.args(extra);
+        Server::start(cmd)
+    };
+    let mut rows = Vec::new();
+
+    // A real page, for the ceiling's body.
+    let sample = {
+        let server = serve(&["--no-billing"])?;
+        let (status, body) = http(
+            &server.base,
+            "POST",
+            "/user/medias/continuation",
+            &[],
+            &continuations[0],
+        )?;
+        ensure!(status == 200, "a sample page answered {status}");
+        body
+    };
+    let body_file = dir.join("page.json");
+    std::fs::write(&body_file, &sample)?;
+
+    eprintln!("ceiling");
+    {
+        let me = std::env::current_exe()?;
+        let mut cmd = command(&pin.server, &me);
+        cmd.arg("ceiling")
+            .arg(&body_file)
+            .arg(format!("127.0.0.1:{}", free_port()?));
+        let server = Server::start(cmd)?;
+        let report = wrk::run(&pin.load, &server.base, &script, seconds, connections)?;
+        rows.push(Row {
+            case: format!("ceiling: axum, fixed {} KB body", sample.len() / 1000),
+            report,
+            rss_mib: server.peak_rss_mib(),
+        });
+    }
+    for (case, extra) in [
+        ("xgate continuation, charged", &[][..]),
+        ("xgate continuation, billing off", &["--no-billing"][..]),
+    ] {
+        eprintln!("{case}");
+        let server = serve(extra)?;
+        let report = wrk::run(&pin.load, &server.base, &script, seconds, connections)?;
+        ensure!(
+            report.non_2xx == 0,
+            "{case}: {} answers were not 2xx",
+            report.non_2xx
+        );
+        rows.push(Row {
+            case: case.into(),
+            report,
+            rss_mib: server.peak_rss_mib(),
+        });
+    }
+
+    // Depth: the same user's first page and its page at depth deep/2, a few connections.
+    let depth = cli.deep / 2;
+    {
+        let server = serve(&["--no-billing"])?;
+        for (case, request) in [
+            (format!("page at depth 0 of {} tweets", cli.deep), wrk::Request {
+                method: "POST",
+                path: "/user/medias".into(),
+                body: Some(json!({"user_id": deep_user.get(), "limit": 10}).to_string()),
+            }),
+            (format!("page at depth {depth}"), wrk::Request {
+                method: "POST",
+                path: "/user/medias/continuation".into(),
+                body: Some(json!({"user_id": deep_user.get(), "continuation_token": deep_token, "limit": 10}).to_string()),
+            }),
+        ] {
+            eprintln!("{case}");
+            let path = dir.join("depth.lua");
+            wrk::script(&path, &[request], &[])?;
+            let report = wrk::run(&pin.load, &server.base, &path, seconds, 4)?;
+            ensure!(report.non_2xx == 0, "{case}: {} answers were not 2xx", report.non_2xx);
+            rows.push(Row { case, report, rss_mib: server.peak_rss_mib() });
+        }
+    }
+
+    print_report(
+        cli,
+        &pin,
+        total,
+        jsonl_mib,
+        ingest_seconds,
+        store_mib,
+        &rows,
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_report(
+    cli: &Cli,
+    pin: &Pinning,
+    total: u64,
+    jsonl_mib: f64,
+    ingest_seconds: f64,
+    store_mib: f64,
+    rows: &[Row],
+) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    println!();
+    println!(
+        "xgate benchmark: {cpu}; {}; wrk 1 thread, {} s per case",
+        pin.note, cli.seconds
+    );
+    println!(
+        "store: {total} tweets ({} users x {}, 1 user x {})",
+        cli.users, cli.per_user, cli.deep
+    );
+    println!();
+    println!("| case | connections | req/s | p50 ms | p99 ms | server peak RSS MiB |");
+    println!("|---|---|---|---|---|---|");
+    for (i, row) in rows.iter().enumerate() {
+        let connections = if i < 3 { cli.connections } else { 4 };
+        println!(
+            "| {} | {connections} | {:.0} | {:.2} | {:.2} | {} |",
+            row.case,
+            row.report.requests_per_second,
+            row.report.p50_ms,
+            row.report.p99_ms,
+            row.rss_mib
+                .map_or_else(|| "-".into(), |m| format!("{m:.1}"))
+        );
+    }
+    let rate = total as f64 / ingest_seconds;
+    println!();
+    println!(
+        "ingest: {total} tweets ({jsonl_mib:.0} MiB of JSONL) in {ingest_seconds:.1} s = {rate:.0} tweets/s; store {store_mib:.0} MiB"
+    );
+    let [ceiling, billed, unbilled, shallow, deep] = [0, 1, 2, 3, 4].map(|i| rows[i].report);
+    let peak = rows[1..]
+        .iter()
+        .filter_map(|r| r.rss_mib)
+        .fold(0.0, f64::max);
+    println!();
+    println!("| budget | measured | target | |");
+    println!("|---|---|---|---|");
+    let check = |name: &str, shown: String, target: &str, ok: bool| {
+        println!(
+            "| {name} | {shown} | {target} | {} |",
+            if ok { "met" } else { "MISSED" }
+        );
+    };
+    let r = billed.requests_per_second / ceiling.requests_per_second;
+    check(
+        "charged / ceiling (req/s)",
+        format!("{r:.2}"),
+        ">= 0.50",
+        r >= 0.5,
+    );
+    let r = billed.requests_per_second / unbilled.requests_per_second;
+    check(
+        "charged / billing off (req/s)",
+        format!("{r:.2}"),
+        ">= 0.80",
+        r >= 0.8,
+    );
+    let r = deep.p50_ms / shallow.p50_ms;
+    check(
+        "deep / shallow (p50 latency)",
+        format!("{r:.2}"),
+        "<= 1.5",
+        r <= 1.5,
+    );
+    check(
+        "ingest (tweets/s)",
+        format!("{rate:.0}"),
+        ">= 100000",
+        rate >= 100_000.0,
+    );
+    check(
+        "server peak RSS (MiB)",
+        format!("{peak:.1}"),
+        "<= 100 MB (95.4 MiB)",
+        peak <= 95.4,
+    );
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("xgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Removes the temporary data directory at the end.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
