@@ -17,7 +17,7 @@ use formats::{Format, Item};
 
 /// Tweets per store transaction: large enough that commits are a small share of the work, small
 /// enough that memory stays flat whatever the input's size.
-pub const BATCH: usize = 4096;
+pub const BATCH: usize = 16384;
 
 /// A part of the input that was refused, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +99,7 @@ pub async fn ingest(
     sources: Vec<Source>,
     mut on_rejection: impl FnMut(&Rejection),
 ) -> Result<IngestReport, StoreError> {
-    let (tx, mut rx) = mpsc::channel::<Message>(4);
+    let (tx, mut rx) = mpsc::channel::<Message>(1);
     let mut report = IngestReport {
         sources: sources.len() as u64,
         ..IngestReport::default()

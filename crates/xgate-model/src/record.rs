@@ -20,10 +20,23 @@ pub struct TweetRecord {
     pub has_media: bool,
     /// The tweet object as delivered, one JSON object.
     pub json: String,
-    /// The author object as delivered (`user` of the tweet).
-    pub user_json: String,
+    /// Where the author object (`user` of the tweet) lies in `json`; see [`TweetRecord::user_json`].
+    pub user_span: std::ops::Range<usize>,
     /// The author's handle, when the tweet carries one.
     pub username: Option<String>,
+}
+
+impl TweetRecord {
+    /// The author object as delivered, a slice of the tweet's JSON.
+    pub fn user_json(&self) -> &str {
+        &self.json[self.user_span.clone()]
+    }
+}
+
+/// The position of `part`, a slice borrowed from `whole`, within it.
+fn span_of(whole: &str, part: &str) -> std::ops::Range<usize> {
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    start..start + part.len()
 }
 
 /// Why a text is not a tweet in the contract's format.
@@ -52,7 +65,7 @@ impl TweetRecord {
             user_id: author.user_id.0,
             has_media: listed_urls || entities,
             json: text.to_owned(),
-            user_json: shape.user.get().to_owned(),
+            user_span: span_of(text, shape.user.get()),
             username: author.username.map(str::to_owned),
         })
     }
@@ -188,6 +201,8 @@ mod tests {
         for line in SEED.lines() {
             let rec = TweetRecord::from_json(line).unwrap();
             assert_eq!(rec.json, line);
+            let user: serde_json::Value = serde_json::from_str(rec.user_json()).unwrap();
+            assert_eq!(user["username"], "omarmhaimdat");
             assert_eq!(rec.user_id, UserId(96479162));
             assert_eq!(rec.username.as_deref(), Some("omarmhaimdat"));
             assert!(rec.has_media);

@@ -7,7 +7,6 @@ use xgate_model::wire::{
     ErrorBody, HttpValidationError, MediasContinuationQuery, MediasContinuationRequest,
     MediasQuery, MediasRequest, MediasResponse,
 };
-use xgate_store::StoredTweet;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -29,54 +28,36 @@ pub const TAG: &str = "User";
 
 /// Reads one page plus one tweet of look-ahead: the extra tweet only tells whether another page
 /// exists, so the last page carries a null token and no client ever pays for an empty page.
+///
+/// The response is written around the stored JSON of each tweet, copied once from the store into
+/// the body: serving a page parses nothing.
 pub async fn page(state: &AppState, req: PageRequest) -> Result<Response, ApiError> {
-    let mut tweets = state
+    let mut body = Vec::with_capacity(PREFIX.len() + req.limit * TYPICAL_TWEET + 96);
+    body.extend_from_slice(PREFIX);
+    let info = state
         .store()
-        .media_page(req.user, req.after, req.limit + 1)
+        .media_page_into(req.user, req.after, req.limit, &mut body)
         .await?;
-    if tweets.is_empty() && !state.store().user_exists(req.user).await? {
+    if info.count == 0 && !state.store().user_exists(req.user).await? {
         return Err(ApiError::UserNotFound);
     }
-    let next = if tweets.len() > req.limit {
-        tweets.truncate(req.limit);
-        tweets
-            .last()
-            .map(|t| state.tokens().issue(req.user, t.tweet_id))
-    } else {
-        None
-    };
-    Ok((
-        [(CONTENT_TYPE, "application/json")],
-        render(&tweets, next.as_deref()),
-    )
-        .into_response())
+    body.extend_from_slice(b"],\"continuation_token\":");
+    match info.last.filter(|_| info.more) {
+        // Tokens are base64url: nothing in them needs escaping.
+        Some(last) => {
+            body.push(b'"');
+            body.extend_from_slice(state.tokens().issue(req.user, last).as_bytes());
+            body.push(b'"');
+        }
+        None => body.extend_from_slice(b"null"),
+    }
+    body.push(b'}');
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// Writes `{"results": [...], "continuation_token": ...}` around the stored tweets' JSON, copied
-/// as stored: serving a page parses nothing.
-fn render(tweets: &[StoredTweet], next: Option<&str>) -> Vec<u8> {
-    let size: usize = tweets.iter().map(|t| t.json.len() + 1).sum();
-    let mut out = Vec::with_capacity(size + 96);
-    out.extend_from_slice(b"{\"results\":[");
-    for (i, tweet) in tweets.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(tweet.json.as_bytes());
-    }
-    out.extend_from_slice(b"],\"continuation_token\":");
-    match next {
-        // Tokens are base64url: nothing in them needs escaping.
-        Some(token) => {
-            out.push(b'"');
-            out.extend_from_slice(token.as_bytes());
-            out.push(b'"');
-        }
-        None => out.extend_from_slice(b"null"),
-    }
-    out.push(b'}');
-    out
-}
+const PREFIX: &[u8] = b"{\"results\":[";
+/// A guess at a stored tweet's size, to size the body once.
+const TYPICAL_TWEET: usize = 3 * 1024;
 
 /// User's Media
 ///

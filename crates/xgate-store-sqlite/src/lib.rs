@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use xgate_model::{TweetId, TweetRecord, UserId};
 use xgate_store::sortable::{from_column, to_column};
-use xgate_store::{Store, StoreError, StoreResult, StoredTweet, UpsertSummary, UserSummary};
+use xgate_store::{
+    PageInfo, Store, StoreError, StoreResult, StoredTweet, UpsertSummary, UserSummary,
+};
 
 pub use migrations::LATEST as SCHEMA_VERSION;
 
@@ -27,21 +29,63 @@ const IDLE_READERS: usize = 16;
 /// The writer's page cache, in KiB (negative `cache_size` counts KiB).
 const WRITER_CACHE_KIB: i64 = -64 * 1024;
 
+// No `LIMIT ?`: SQLite re-prepares a statement whenever a LIMIT parameter is bound again (the
+// planner may use its value), which would cost a parse per page. The reader steps through as
+// many rows as it needs and stops.
 const PAGE_SQL: &str = "SELECT tweet_id, json FROM tweets \
-     WHERE user_id = ?1 AND has_media = 1 ORDER BY tweet_id DESC LIMIT ?2";
+     WHERE user_id = ?1 AND has_media = 1 ORDER BY tweet_id DESC";
 const PAGE_AFTER_SQL: &str = "SELECT tweet_id, json FROM tweets \
-     WHERE user_id = ?1 AND has_media = 1 AND tweet_id < ?2 ORDER BY tweet_id DESC LIMIT ?3";
+     WHERE user_id = ?1 AND has_media = 1 AND tweet_id < ?2 ORDER BY tweet_id DESC";
+
+/// Checkpoint the WAL every this many pages (256 MiB) during a bulk load, not every 1,000.
+const BULK_CHECKPOINT_PAGES: i64 = 16 * 1024;
+
+/// How a commit reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Synced before the commit returns: a charge is on disk before its response leaves.
+    Synced,
+    /// Not synced at each commit. A crash of the process loses nothing; a power cut may lose the
+    /// last commits, never corrupt the store. For loads that can simply be run again (ingest is
+    /// an idempotent upsert).
+    Relaxed,
+}
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
     writer: Arc<Mutex<Connection>>,
+    /// A bulk load switched the store to a rollback journal: back to WAL at the end.
+    restore_wal: bool,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if self.restore_wal {
+            let writer = lock(&self.writer);
+            if let Err(e) = writer.pragma_update(None, "journal_mode", "WAL") {
+                // The next open switches to WAL anyway.
+                tracing::warn!(error = %e, "could not return the store to WAL mode");
+            }
+        }
+    }
 }
 
 impl SqliteStore {
-    /// Opens the store at `path`, creating the file and migrating its schema as needed.
+    /// Opens the store at `path`, creating the file and migrating its schema as needed. Every
+    /// commit is synced to disk before it returns.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        Self::open_with(path, Durability::Synced)
+    }
+
+    /// Opens the store for a bulk load (`xgate ingest`), trading the sync of each commit for
+    /// throughput; see [`Durability::Relaxed`].
+    pub fn open_for_bulk_load(path: impl AsRef<Path>) -> StoreResult<Self> {
+        Self::open_with(path, Durability::Relaxed)
+    }
+
+    fn open_with(path: impl AsRef<Path>, durability: Durability) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
         let mut writer = Connection::open(&path).map_err(|e| open_error(&path, e))?;
         configure(&writer).map_err(|e| open_error(&path, e))?;
@@ -59,11 +103,33 @@ impl SqliteStore {
         writer
             .pragma_update(None, "cache_size", WRITER_CACHE_KIB)
             .map_err(|e| open_error(&path, e))?;
+        if durability == Durability::Relaxed {
+            writer
+                .pragma_update(None, "synchronous", "NORMAL")
+                .and_then(|()| {
+                    writer.pragma_update(None, "wal_autocheckpoint", BULK_CHECKPOINT_PAGES)
+                })
+                .map_err(|e| open_error(&path, e))?;
+        }
         migrations::migrate(&mut writer).map_err(|e| open_error(&path, e))?;
+        // A load into a store that no other connection has open writes each page once, with a
+        // rollback journal, instead of twice (WAL, then checkpoint). SQLite keeps WAL when other
+        // connections are open; WAL comes back when this store is dropped.
+        let restore_wal = durability == Durability::Relaxed && {
+            let switched = writer.query_row("PRAGMA journal_mode=DELETE", [], |row| {
+                row.get::<_, String>(0)
+            });
+            match switched {
+                Ok(mode) => mode.eq_ignore_ascii_case("delete"),
+                Err(e) if is_busy(&e) => false,
+                Err(e) => return Err(open_error(&path, e)),
+            }
+        };
         Ok(SqliteStore {
             path,
             readers: Mutex::new(Vec::new()),
             writer: Arc::new(Mutex::new(writer)),
+            restore_wal,
         })
     }
 
@@ -124,6 +190,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
 fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
 }
@@ -149,9 +222,10 @@ fn stored_tweet(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTweet> {
 }
 
 fn upsert(conn: &mut Connection, tweets: &mut [TweetRecord]) -> rusqlite::Result<UpsertSummary> {
-    // In key order, each B-tree page is visited once per batch rather than once per row. Stable,
-    // so of two versions of one tweet in a batch the later still wins.
-    tweets.sort_by_key(|t| t.tweet_id);
+    // Grouped by user and in id order, a user's tweets land next to each other in the table (a
+    // page then reads a few adjacent table pages), and both indexes take runs of neighbouring
+    // keys. Stable, so of two versions of one tweet in a batch the later still wins.
+    tweets.sort_by_key(|t| (t.user_id, t.tweet_id));
     let tx = conn.transaction()?;
     let mut summary = UpsertSummary::default();
     {
@@ -195,7 +269,7 @@ fn upsert(conn: &mut Connection, tweets: &mut [TweetRecord]) -> rusqlite::Result
             put_user.execute(params![
                 to_column(t.user_id.get()),
                 t.username,
-                t.user_json,
+                t.user_json(),
                 to_column(t.tweet_id.get()),
             ])?;
         }
@@ -213,16 +287,56 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> StoreResult<Vec<StoredTweet>> {
         let user = to_column(user.get());
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(|conn| match before {
             None => conn
                 .prepare_cached(PAGE_SQL)?
-                .query_map(params![user, limit], stored_tweet)?
+                .query_map(params![user], stored_tweet)?
+                .take(limit)
                 .collect(),
             Some(before) => conn
                 .prepare_cached(PAGE_AFTER_SQL)?
-                .query_map(params![user, to_column(before.get()), limit], stored_tweet)?
+                .query_map(params![user, to_column(before.get())], stored_tweet)?
+                .take(limit)
                 .collect(),
+        })
+    }
+
+    async fn media_page_into(
+        &self,
+        user: UserId,
+        before: Option<TweetId>,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> StoreResult<PageInfo> {
+        let user = to_column(user.get());
+        self.read(|conn| {
+            let mut statement;
+            let mut rows = match before {
+                None => {
+                    statement = conn.prepare_cached(PAGE_SQL)?;
+                    statement.query(params![user])?
+                }
+                Some(before) => {
+                    statement = conn.prepare_cached(PAGE_AFTER_SQL)?;
+                    statement.query(params![user, to_column(before.get())])?
+                }
+            };
+            // One row of look-ahead tells whether another page exists; its JSON is not read.
+            let mut info = PageInfo::default();
+            while let Some(row) = rows.next()? {
+                if info.count == limit {
+                    info.more = true;
+                    break;
+                }
+                if info.count > 0 {
+                    out.push(b',');
+                }
+                // Stored JSON was checked at ingest: copy its bytes, no UTF-8 pass again.
+                out.extend_from_slice(row.get_ref(1)?.as_bytes()?);
+                info.last = Some(TweetId(from_column(row.get(0)?)));
+                info.count += 1;
+            }
+            Ok(info)
         })
     }
 
@@ -295,7 +409,7 @@ mod tests {
             .read(|conn| {
                 let sql = format!("EXPLAIN QUERY PLAN {PAGE_AFTER_SQL}");
                 conn.prepare(&sql)?
-                    .query_map(params![1, 2, 3], |row| row.get::<_, String>(3))?
+                    .query_map(params![1, 2], |row| row.get::<_, String>(3))?
                     .collect::<rusqlite::Result<Vec<_>>>()
             })
             .unwrap();
@@ -304,6 +418,22 @@ mod tests {
             ["SEARCH tweets USING INDEX tweets_media_timeline (user_id=? AND tweet_id<?)"],
             "the page query must seek the media index, not scan or sort"
         );
+    }
+
+    #[test]
+    fn the_page_query_is_prepared_once_whatever_it_is_bound_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("prepare.db")).unwrap();
+        let reprepared = store
+            .read(|conn| {
+                let mut statement = conn.prepare(PAGE_AFTER_SQL)?;
+                for user in 1..=5 {
+                    statement.query(params![user, 1000])?.next()?;
+                }
+                Ok(statement.get_status(rusqlite::StatementStatus::RePrepare))
+            })
+            .unwrap();
+        assert_eq!(reprepared, 0, "each new binding re-prepared the page query");
     }
 
     #[test]
@@ -322,6 +452,32 @@ mod tests {
             .read(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_bulk_load_leaves_the_store_in_wal_mode_and_its_data_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bulk.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        {
+            let bulk = SqliteStore::open_for_bulk_load(&path).unwrap();
+            assert!(bulk.restore_wal, "nobody else has the store open");
+            let batch = (1..=50)
+                .map(|i| xgate_model::sample::record(i, 3, true))
+                .collect();
+            rt.block_on(bulk.upsert_tweets(batch)).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let mode: String = store
+            .read(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let page = rt.block_on(store.media_page(UserId(3), None, 100)).unwrap();
+        assert_eq!(page.len(), 50);
+        // With the store open elsewhere, a bulk load keeps WAL so readers are never blocked.
+        let beside = SqliteStore::open_for_bulk_load(&path).unwrap();
+        assert!(!beside.restore_wal);
     }
 
     #[test]

@@ -20,6 +20,17 @@ pub struct StoredTweet {
     pub json: String,
 }
 
+/// What [`Store::media_page_into`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageInfo {
+    /// Tweets written.
+    pub count: usize,
+    /// The last (oldest) tweet written.
+    pub last: Option<TweetId>,
+    /// Whether older media tweets exist beyond the page.
+    pub more: bool,
+}
+
 /// What an upsert did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UpsertSummary {
@@ -68,6 +79,32 @@ pub trait Store: Send + Sync + 'static {
         before: Option<TweetId>,
         limit: usize,
     ) -> StoreResult<Vec<StoredTweet>>;
+
+    /// The same page as [`Store::media_page`], written straight into `out` as the stored JSON
+    /// texts separated by commas, and whether more tweets follow it. This is what the server
+    /// calls: the stored bytes are copied once, into the response.
+    async fn media_page_into(
+        &self,
+        user: UserId,
+        before: Option<TweetId>,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> StoreResult<PageInfo> {
+        let mut tweets = self.media_page(user, before, limit + 1).await?;
+        let more = tweets.len() > limit;
+        tweets.truncate(limit);
+        for (i, tweet) in tweets.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(tweet.json.as_bytes());
+        }
+        Ok(PageInfo {
+            count: tweets.len(),
+            last: tweets.last().map(|t| t.tweet_id),
+            more,
+        })
+    }
 
     /// Whether the store knows `user` (as the author of any stored tweet).
     async fn user_exists(&self, user: UserId) -> StoreResult<bool>;

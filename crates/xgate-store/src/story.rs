@@ -19,6 +19,7 @@ macro_rules! story_tests {
             empty_store_knows_no_one,
             pages_are_newest_first_and_media_only,
             keyset_pages_continue_after_the_cursor,
+            a_page_written_in_place_is_the_page_read,
             upsert_is_idempotent,
             upsert_replaces_a_changed_tweet,
             json_comes_back_as_stored,
@@ -101,6 +102,41 @@ pub async fn keyset_pages_continue_after_the_cursor(store: &dyn Store) {
         .await
         .unwrap();
     assert!(past_the_end.is_empty());
+}
+
+pub async fn a_page_written_in_place_is_the_page_read(store: &dyn Store) {
+    store
+        .upsert_tweets((1..=7).map(|i| record(i * 10, 8, i != 3)).collect())
+        .await
+        .unwrap();
+    for (before, limit) in [
+        (None, 3),
+        (None, 6),
+        (None, 7),
+        (Some(TweetId(50)), 2),
+        (Some(TweetId(20)), 5),
+        (Some(TweetId(10)), 5),
+    ] {
+        let read = store
+            .media_page(UserId(8), before, limit + 1)
+            .await
+            .unwrap();
+        let mut out = b"[".to_vec();
+        let info = store
+            .media_page_into(UserId(8), before, limit, &mut out)
+            .await
+            .unwrap();
+        let shown = &read[..read.len().min(limit)];
+        let joined: Vec<&str> = shown.iter().map(|t| t.json.as_str()).collect();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("[{}", joined.join(",")),
+            "{before:?} {limit}"
+        );
+        assert_eq!(info.count, shown.len());
+        assert_eq!(info.last, shown.last().map(|t| t.tweet_id));
+        assert_eq!(info.more, read.len() > limit, "{before:?} {limit}");
+    }
 }
 
 pub async fn upsert_is_idempotent(store: &dyn Store) {

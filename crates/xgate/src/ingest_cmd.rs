@@ -28,7 +28,8 @@ pub struct IngestArgs {
 pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let db = db_path(args.db, DEFAULT_DB);
     let store = Arc::new(
-        SqliteStore::open(&db).with_context(|| format!("opening the store {}", db.display()))?,
+        SqliteStore::open_for_bulk_load(&db)
+            .with_context(|| format!("opening the store {}", db.display()))?,
     );
     let sources = args.files.into_iter().map(Source::File).collect();
     let mut shown = 0;
