@@ -134,6 +134,8 @@ fn command(pin: &[String], program: &Path) -> Command {
 struct Server {
     child: Child,
     base: String,
+    /// Kept open: a server must not find its stdout closed.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Server {
@@ -141,13 +143,18 @@ impl Server {
     fn start(mut cmd: Command) -> anyhow::Result<Server> {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
         let mut first = String::new();
-        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut first)?;
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        stdout.read_line(&mut first)?;
         let base = first
             .trim()
             .rsplit_once("listening on ")
             .map(|(_, url)| url.to_owned())
             .with_context(|| format!("unexpected first line {first:?}"))?;
-        Ok(Server { child, base })
+        Ok(Server {
+            child,
+            base,
+            _stdout: stdout,
+        })
     }
 
     /// Peak resident memory so far, in MiB (`VmHWM`).

@@ -1,5 +1,6 @@
 //! `xgate serve --demo`: demo data and a guide to querying it.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -72,29 +73,32 @@ pub async fn key(store: &SqliteStore) -> anyhow::Result<String> {
     Ok(key)
 }
 
-/// Prints the demo users and curl lines that work as printed.
-pub async fn print_guide(
+/// The demo users and curl lines that work as printed.
+pub async fn guide(
     state: &AppState,
     addr: SocketAddr,
     key: Option<&str>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
+    let mut out = String::new();
     let store = state.store();
     let users = store.users(20).await?;
-    println!();
-    println!("Demo users:");
-    println!(
+    writeln!(out)?;
+    writeln!(out, "Demo users:")?;
+    writeln!(
+        out,
         "  {:<22} {:<24} {:>12}",
         "user_id", "username", "media tweets"
-    );
+    )?;
     for user in &users {
         let name = user
             .username
             .as_deref()
             .map_or_else(String::new, |n| format!("@{n}"));
-        println!(
+        writeln!(
+            out,
             "  {:<22} {:<24} {:>12}",
             user.user_id, name, user.media_tweets
-        );
+        )?;
     }
 
     // A generated user with a big id and many pages, for the continuation example.
@@ -103,24 +107,31 @@ pub async fn print_guide(
     let last = first.last().map(|t| t.tweet_id);
     let base = format!("http://{addr}");
     let auth = key.map_or_else(String::new, |k| format!(" -H 'Authorization: Bearer {k}'"));
-    println!();
+    writeln!(out)?;
     if let Some(key) = key {
-        println!("Demo API key (account {DEMO_ACCOUNT}, {DEMO_CREDITS} credits): {key}");
-        println!();
+        writeln!(
+            out,
+            "Demo API key (account {DEMO_ACCOUNT}, {DEMO_CREDITS} credits): {key}"
+        )?;
+        writeln!(out)?;
     }
-    println!("Try it:");
-    println!("  curl -s{auth} '{base}/user/medias?user_id={SEED_USER}&limit=2'");
+    writeln!(out, "Try it:")?;
+    writeln!(
+        out,
+        "  curl -s{auth} '{base}/user/medias?user_id={SEED_USER}&limit=2'"
+    )?;
     if let Some(last) = last {
         let token = state.tokens().issue(paged, last);
-        println!(
+        writeln!(
+            out,
             "  curl -s{auth} -X POST {base}/user/medias/continuation -H 'Content-Type: application/json' \
              -d '{{\"user_id\": \"{paged}\", \"continuation_token\": \"{token}\", \"limit\": 10}}'"
-        );
+        )?;
     }
     if key.is_some() {
-        println!("  curl -s{auth} {base}/v1/credits");
+        writeln!(out, "  curl -s{auth} {base}/v1/credits")?;
     }
-    println!("  curl -s {base}/openapi.json");
-    println!();
-    Ok(())
+    writeln!(out, "  curl -s {base}/openapi.json")?;
+    writeln!(out)?;
+    Ok(out)
 }

@@ -1,5 +1,6 @@
 //! `xgate serve`.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -78,15 +79,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
-    // The first line of stdout says where to connect; scripts and tests read it.
-    println!(
-        "xgate {} listening on http://{addr}",
-        env!("CARGO_PKG_VERSION")
+    // The first line of stdout says where to connect; scripts and tests read it. A closed
+    // stdout must not stop the server, so write errors are ignored.
+    let mut banner = format!(
+        "xgate {} listening on http://{addr}\nstore: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        db.display()
     );
-    println!("store: {}", db.display());
     if args.demo {
-        demo::print_guide(&state, reachable(addr), demo_key.as_deref()).await?;
+        banner.push_str(&demo::guide(&state, reachable(addr), demo_key.as_deref()).await?);
     }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(banner.as_bytes())
+        .and_then(|()| stdout.flush());
+    drop(stdout);
     tracing::info!(%addr, db = %db.display(), "serving");
     axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown_signal())
