@@ -170,15 +170,19 @@ async fn keys_are_never_kept_or_logged_in_clear() {
     assert!(log.contains("serving"), "the log was written: {log}");
     let secret = &key["xg_live_".len()..];
     assert!(!log.contains(secret), "the key appears in the server log");
+    let mut scanned = Vec::new();
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
+        // The store, its WAL and its shared-memory file.
         if name.starts_with("xgate.db") {
             let bytes = std::fs::read(&path).unwrap();
             let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
             assert!(!found, "the key is stored in clear in {name}");
+            scanned.push(name);
         }
     }
+    assert!(scanned.contains(&"xgate.db".to_owned()), "{scanned:?}");
     let listing = xgate_ok(&["keys", "list", "--db", db.to_str().unwrap()]);
     assert!(!listing.contains(secret));
     assert!(
