@@ -214,6 +214,34 @@ fn store_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Steps through `user`'s media tweets, newest first, older than `before` if given, handing each
+/// row (`tweet_id`, `json`) to `each` until it returns `false` or the timeline ends.
+fn page_rows(
+    conn: &Connection,
+    user: UserId,
+    before: Option<TweetId>,
+    mut each: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<bool>,
+) -> rusqlite::Result<()> {
+    let user = to_column(user.get());
+    let mut statement;
+    let mut rows = match before {
+        None => {
+            statement = conn.prepare_cached(PAGE_SQL)?;
+            statement.query(params![user])?
+        }
+        Some(before) => {
+            statement = conn.prepare_cached(PAGE_AFTER_SQL)?;
+            statement.query(params![user, to_column(before.get())])?
+        }
+    };
+    while let Some(row) = rows.next()? {
+        if !each(row)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn stored_tweet(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTweet> {
     Ok(StoredTweet {
         tweet_id: TweetId(from_column(row.get(0)?)),
@@ -286,18 +314,16 @@ impl Store for SqliteStore {
         before: Option<TweetId>,
         limit: usize,
     ) -> StoreResult<Vec<StoredTweet>> {
-        let user = to_column(user.get());
-        self.read(|conn| match before {
-            None => conn
-                .prepare_cached(PAGE_SQL)?
-                .query_map(params![user], stored_tweet)?
-                .take(limit)
-                .collect(),
-            Some(before) => conn
-                .prepare_cached(PAGE_AFTER_SQL)?
-                .query_map(params![user, to_column(before.get())], stored_tweet)?
-                .take(limit)
-                .collect(),
+        self.read(|conn| {
+            let mut page = Vec::new();
+            page_rows(conn, user, before, |row| {
+                if page.len() == limit {
+                    return Ok(false);
+                }
+                page.push(stored_tweet(row)?);
+                Ok(true)
+            })?;
+            Ok(page)
         })
     }
 
@@ -308,25 +334,13 @@ impl Store for SqliteStore {
         limit: usize,
         out: &mut Vec<u8>,
     ) -> StoreResult<PageInfo> {
-        let user = to_column(user.get());
         self.read(|conn| {
-            let mut statement;
-            let mut rows = match before {
-                None => {
-                    statement = conn.prepare_cached(PAGE_SQL)?;
-                    statement.query(params![user])?
-                }
-                Some(before) => {
-                    statement = conn.prepare_cached(PAGE_AFTER_SQL)?;
-                    statement.query(params![user, to_column(before.get())])?
-                }
-            };
             // One row of look-ahead tells whether another page exists; its JSON is not read.
             let mut info = PageInfo::default();
-            while let Some(row) = rows.next()? {
+            page_rows(conn, user, before, |row| {
                 if info.count == limit {
                     info.more = true;
-                    break;
+                    return Ok(false);
                 }
                 if info.count > 0 {
                     out.push(b',');
@@ -335,7 +349,8 @@ impl Store for SqliteStore {
                 out.extend_from_slice(row.get_ref(1)?.as_bytes()?);
                 info.last = Some(TweetId(from_column(row.get(0)?)));
                 info.count += 1;
-            }
+                Ok(true)
+            })?;
             Ok(info)
         })
     }
