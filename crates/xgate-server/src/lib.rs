@@ -127,15 +127,23 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         billing::middleware::meter,
     ));
-    let (rest, mut doc) = OpenApiRouter::with_openapi(openapi::base())
+    let (account, account_doc) = OpenApiRouter::new()
         .routes(routes!(billing::routes::credits))
         .routes(routes!(billing::routes::usage))
+        .split_for_parts();
+    let account = account.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        billing::middleware::free,
+    ));
+    let (rest, mut doc) = OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(health::healthz))
         .split_for_parts();
     doc.merge(data_doc);
+    doc.merge(account_doc);
     let doc = openapi::finish(doc, state.config(), state.billing().is_some());
     let doc_json = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serialises");
     rest.merge(data)
+        .merge(account)
         .route(
             "/openapi.json",
             get(move || async move { ([(CONTENT_TYPE, "application/json")], doc_json.clone()) }),

@@ -64,6 +64,32 @@ pub async fn meter(State(state): State<AppState>, req: Request, next: Next) -> R
     }
 }
 
+/// Wraps the free endpoints of a key holder (`/v1/*`): the key is checked once here (the handler
+/// finds the caller in the request's extensions), nothing is charged or logged, and the answer
+/// carries the same `X-Request-Id`, `X-Credits-Cost` (0) and `X-Credits-Remaining` headers.
+pub async fn free(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(billing) = state.billing() else {
+        return next.run(req).await;
+    };
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let caller = match billing.authenticate(req.headers()).await {
+        Ok(caller) => caller,
+        Err(e) => return with_request_id(e.into_response(), &request_id),
+    };
+    req.extensions_mut().insert(caller);
+    let mut response = next.run(req).await;
+    let remaining = billing
+        .meter()
+        .remaining(caller.auth.account_id)
+        .await
+        .unwrap_or(0);
+    let headers = response.headers_mut();
+    headers.insert(REQUEST_ID, header(&request_id));
+    headers.insert(CREDITS_COST, HeaderValue::from(0));
+    headers.insert(CREDITS_REMAINING, HeaderValue::from(remaining.max(0)));
+    response
+}
+
 /// What the steps of one metered request share.
 struct Meta<'a> {
     billing: &'a Billing,

@@ -235,11 +235,19 @@ async fn prices_are_per_endpoint_and_the_free_allowance_goes_first() {
             .unwrap()
             .contains(&json!({"endpoint": "POST /user/medias", "credits": 3}))
     );
+    // Free, and said so like every keyed answer.
+    assert_eq!((credits.cost(), credits.remaining()), (0, 8));
+    assert_eq!(credits.header("x-request-id").len(), 36);
+    let usage = get(&app, "/v1/usage", &h).await;
+    assert_eq!((usage.status, usage.cost()), (StatusCode::OK, 0));
     assert_eq!(
-        credits.header("x-credits-cost"),
-        "",
-        "billing endpoints are not metered"
+        audit(&app, "acme").await.paid,
+        2,
+        "billing endpoints are not charged (6 credits: 4 free, 2 paid, before them)"
     );
+    let anonymous = get(&app, "/v1/credits", &[]).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert!(!anonymous.header("x-request-id").is_empty());
 }
 
 #[tokio::test]
