@@ -88,14 +88,15 @@ enum Message {
     Rejected(Rejection),
 }
 
-/// Reads every source in `format` and upserts its tweets into `store`.
+/// Reads every source in `format` (or, with `None`, in the format each source's first bytes
+/// show: see [`formats::detect`]) and upserts its tweets into `store`.
 ///
 /// Parsing runs on a blocking thread while the store writes the previous batch, so the two
 /// overlap. Each rejection is handed to `on_rejection` as it is found; the good tweets around it
 /// are stored all the same. Fails only when the store does, and then stops reading.
 pub async fn ingest(
     store: Arc<dyn Store>,
-    format: Arc<dyn Format>,
+    format: Option<&'static dyn Format>,
     sources: Vec<Source>,
     mut on_rejection: impl FnMut(&Rejection),
 ) -> Result<IngestReport, StoreError> {
@@ -104,7 +105,7 @@ pub async fn ingest(
         sources: sources.len() as u64,
         ..IngestReport::default()
     };
-    let reader = tokio::task::spawn_blocking(move || read_all(&*format, sources, &tx));
+    let reader = tokio::task::spawn_blocking(move || read_all(format, sources, &tx));
     while let Some(message) = rx.recv().await {
         match message {
             Message::Batch(batch) => {
@@ -127,7 +128,7 @@ pub async fn ingest(
 
 /// The reading side: sources in order, tweets in batches. Returns early when the writing side
 /// has gone away.
-fn read_all(format: &dyn Format, sources: Vec<Source>, tx: &mpsc::Sender<Message>) {
+fn read_all(format: Option<&'static dyn Format>, sources: Vec<Source>, tx: &mpsc::Sender<Message>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut open = true;
     for source in sources {
@@ -149,6 +150,31 @@ fn read_all(format: &dyn Format, sources: Vec<Source>, tx: &mpsc::Sender<Message
                 }
             },
             Source::Bytes { data, .. } => Box::new(std::io::Cursor::new(data)),
+        };
+        let detected = match format {
+            Some(format) => Ok(format),
+            None => match input.fill_buf() {
+                Ok(start) => formats::detect(start).ok_or_else(|| {
+                    let known: Vec<&str> = formats::all().iter().map(|f| f.name()).collect();
+                    format!(
+                        "cannot tell the format from the first bytes; name it with --format ({})",
+                        known.join(", ")
+                    )
+                }),
+                Err(e) => Err(format!("read error: {e}")),
+            },
+        };
+        let format = match detected {
+            Ok(format) => format,
+            Err(reason) => {
+                if tx
+                    .blocking_send(Message::Rejected(Rejection::whole(&name, reason)))
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
         };
         format.read(&mut *input, &name, &mut |item: Item| {
             if !open {

@@ -12,7 +12,7 @@ use xgate_store_sqlite::SqliteStore;
 
 async fn run(store: &Arc<SqliteStore>, sources: Vec<Source>) -> (IngestReport, Vec<Rejection>) {
     let mut rejected = Vec::new();
-    let report = ingest(store.clone(), Arc::new(Jsonl), sources, |r| {
+    let report = ingest(store.clone(), Some(&Jsonl), sources, |r| {
         rejected.push(r.clone())
     })
     .await
@@ -74,4 +74,39 @@ async fn good_lines_are_stored_around_bad_ones_and_twice_changes_nothing() {
         }
     );
     assert_eq!(store.media_page(user, None, 20_000).await.unwrap(), page);
+}
+
+#[tokio::test]
+async fn formats_are_told_apart_and_the_same_tweet_from_two_formats_is_one_tweet() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("f.db")).unwrap());
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/seed");
+    let unknown = dir.path().join("unknown.json");
+    std::fs::write(&unknown, r#"{"data": [{"id": "1"}]}"#).unwrap();
+    let sources = vec![
+        Source::File(format!("{fixtures}/seed-user-96479162-medias.jsonl").into()),
+        Source::File(format!("{fixtures}/seed-example-response.json").into()),
+        Source::File(unknown.clone()),
+    ];
+    let mut rejected = Vec::new();
+    let report = ingest(store.clone(), None, sources, |r| rejected.push(r.clone()))
+        .await
+        .unwrap();
+    assert_eq!(report.read, 14);
+    assert_eq!(
+        report.stored,
+        UpsertSummary {
+            written: 7,
+            unchanged: 7
+        }
+    );
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].place, unknown.display().to_string());
+    assert!(
+        rejected[0].reason.contains("--format"),
+        "{}",
+        rejected[0].reason
+    );
+    let page = store.media_page(UserId(96479162), None, 20).await.unwrap();
+    assert_eq!(page.len(), 7);
 }

@@ -33,6 +33,49 @@ impl TweetRecord {
     }
 }
 
+/// `text` without the whitespace between JSON tokens. Strings are copied as they are; the text is
+/// borrowed when there is nothing to drop.
+fn compact(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let is_space = |b: u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t');
+    let mut in_string = false;
+    let mut escaped = false;
+    let needs = bytes.iter().any(|&b| {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            false
+        } else {
+            in_string = b == b'"';
+            is_space(b)
+        }
+    });
+    if !needs {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            out.push(c);
+        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The position of `part`, a slice borrowed from `whole`, within it.
 fn span_of(whole: &str, part: &str) -> std::ops::Range<usize> {
     let start = part.as_ptr() as usize - whole.as_ptr() as usize;
@@ -46,8 +89,12 @@ pub struct RecordError(String);
 
 impl TweetRecord {
     /// Checks one JSON object in the contract's tweet format and keeps its text.
+    ///
+    /// Whitespace between tokens is dropped (a pretty-printed tweet is stored compact); everything
+    /// else, numbers and escapes included, is kept to the byte.
     pub fn from_json(text: &str) -> Result<Self, RecordError> {
-        let text = text.trim();
+        let compact = compact(text.trim());
+        let text = compact.as_ref();
         if !text.starts_with('{') {
             return Err(RecordError("a tweet is a JSON object".into()));
         }
@@ -64,7 +111,7 @@ impl TweetRecord {
             tweet_id: shape.tweet_id.0,
             user_id: author.user_id.0,
             has_media: listed_urls || entities,
-            json: text.to_owned(),
+            json: compact.clone().into_owned(),
             user_span: span_of(text, shape.user.get()),
             username: author.username.map(str::to_owned),
         })
@@ -256,6 +303,32 @@ mod tests {
         assert!(check(&tweet).unwrap().has_media, "urls alone");
         tweet["media_url"] = serde_json::json!([1]);
         assert!(check(&tweet).is_err(), "a URL is a string");
+    }
+
+    #[test]
+    fn a_pretty_printed_tweet_is_stored_compact_and_otherwise_unchanged() {
+        let line = SEED.lines().next().unwrap();
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        let pretty = serde_json::to_string_pretty(&value).unwrap();
+        // serde_json::Value sorts keys; compare values, and check the text has no layout left.
+        let rec = TweetRecord::from_json(&pretty).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&rec.json).unwrap(),
+            value
+        );
+        assert!(!rec.json.contains('\n'));
+        assert!(
+            rec.json.contains("\"text\":\"Sometimes you know"),
+            "spaces in strings stay"
+        );
+        let odd = r#"{ "tweet_id" : "1", "creation_date":"a \" b", "text" : "x\\" , "media_url": null,
+            "video_url": null, "user": {"user_id": "2"}, "timestamp": 1500, "x_score": 1.50e3, "extended_entities": null }"#;
+        let rec = TweetRecord::from_json(odd).unwrap();
+        assert_eq!(
+            rec.json,
+            r#"{"tweet_id":"1","creation_date":"a \" b","text":"x\\","media_url":null,"video_url":null,"user":{"user_id":"2"},"timestamp":1500,"x_score":1.50e3,"extended_entities":null}"#
+        );
+        assert_eq!(rec.user_json(), r#"{"user_id":"2"}"#);
     }
 
     #[test]

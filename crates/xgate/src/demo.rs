@@ -44,7 +44,7 @@ pub async fn load(store: Arc<dyn Store>) -> anyhow::Result<()> {
         },
     ];
     let mut rejected = Vec::new();
-    ingest(store, Arc::new(Jsonl), sources, |r| {
+    ingest(store, Some(&Jsonl), sources, |r| {
         rejected.push(r.to_string())
     })
     .await?;

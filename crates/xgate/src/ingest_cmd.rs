@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use xgate_ingest::formats::jsonl::Jsonl;
+use xgate_ingest::formats;
 use xgate_ingest::{Source, ingest};
 use xgate_store_sqlite::SqliteStore;
 
@@ -20,9 +20,12 @@ pub struct IngestArgs {
     /// The store: an SQLite file, created and migrated when absent [default: xgate.db]
     #[arg(long, env = "XGATE_DB")]
     db: Option<PathBuf>,
-    /// JSONL files, one tweet in the API's format per line.
+    /// Files to load: tweets in the API's format one a line (JSONL), or saved API responses.
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// The files' format; `auto` tells it from each file's first bytes.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "jsonl", "api-responses"])]
+    format: String,
 }
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
@@ -34,7 +37,8 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let sources = args.files.into_iter().map(Source::File).collect();
     let mut shown = 0;
     let started = std::time::Instant::now();
-    let report = ingest(store, Arc::new(Jsonl), sources, |rejection| {
+    let format = formats::by_name(&args.format);
+    let report = ingest(store, format, sources, |rejection| {
         shown += 1;
         if shown <= PRINTED_REJECTIONS {
             eprintln!("xgate: rejected {rejection}");

@@ -40,14 +40,27 @@ async fn generate_ingest_serve_page_and_restart() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = xgate(&["ingest", "--db", db, generated.to_str().unwrap(), SEED]);
+    // JSONL and a saved API response, each told apart by its first bytes; the response holds the
+    // seed tweets again, so they are found unchanged.
+    let out = xgate(&[
+        "ingest",
+        "--db",
+        db,
+        generated.to_str().unwrap(),
+        SEED,
+        SEED_RESPONSE,
+    ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let summary = String::from_utf8_lossy(&out.stdout);
-    assert!(summary.contains("57 tweets read"), "{summary}");
+    assert!(summary.contains("64 tweets read"), "{summary}");
+    assert!(
+        summary.contains("57 stored new or changed, 7 unchanged"),
+        "{summary}"
+    );
 
     // A bad line is reported with its place; the good lines around it are stored.
     let bad = dir.path().join("bad.jsonl");
