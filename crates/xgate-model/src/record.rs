@@ -33,27 +33,41 @@ impl TweetRecord {
     }
 }
 
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\n' | b'\r' | b'\t')
+}
+
+/// Whether whitespace stands between tokens anywhere. Jumps from quote to quote (most of a tweet
+/// is strings, where spaces belong), so a compact tweet costs a fast scan, not a byte loop.
+fn has_layout(bytes: &[u8]) -> bool {
+    let mut at = 0;
+    loop {
+        let quote = memchr::memchr(b'"', &bytes[at..]).map_or(bytes.len(), |p| at + p);
+        if bytes[at..quote].iter().any(|&b| is_space(b)) {
+            return true;
+        }
+        at = quote + 1;
+        // Inside a string: to its closing quote, stepping over escapes.
+        loop {
+            if at >= bytes.len() {
+                return false;
+            }
+            match memchr::memchr2(b'"', b'\\', &bytes[at..]) {
+                None => return false,
+                Some(p) if bytes[at + p] == b'\\' => at += p + 2,
+                Some(p) => {
+                    at += p + 1;
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// `text` without the whitespace between JSON tokens. Strings are copied as they are; the text is
 /// borrowed when there is nothing to drop.
 fn compact(text: &str) -> std::borrow::Cow<'_, str> {
-    let bytes = text.as_bytes();
-    let is_space = |b: u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t');
-    let mut in_string = false;
-    let mut escaped = false;
-    let needs = bytes.iter().any(|&b| {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            false
-        } else {
-            in_string = b == b'"';
-            is_space(b)
-        }
-    });
+    let needs = has_layout(text.as_bytes());
     if !needs {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -329,6 +343,34 @@ mod tests {
             r#"{"tweet_id":"1","creation_date":"a \" b","text":"x\\","media_url":null,"video_url":null,"user":{"user_id":"2"},"timestamp":1500,"x_score":1.50e3,"extended_entities":null}"#
         );
         assert_eq!(rec.user_json(), r#"{"user_id":"2"}"#);
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[ -~\\t\\n\"\\\\é]{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[ a-z\"]{0,6}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn compacting_drops_layout_and_nothing_else(value in json_value()) {
+            let compact_text = serde_json::to_string(&value).unwrap();
+            let pretty = serde_json::to_string_pretty(&value).unwrap();
+            proptest::prop_assert!(!has_layout(compact_text.as_bytes()));
+            let compacted = compact(&pretty).into_owned();
+            proptest::prop_assert_eq!(compacted, compact_text);
+        }
     }
 
     #[test]
