@@ -82,21 +82,23 @@ async fn formats_are_told_apart_and_the_same_tweet_from_two_formats_is_one_tweet
     let store = Arc::new(SqliteStore::open(dir.path().join("f.db")).unwrap());
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/seed");
     let unknown = dir.path().join("unknown.json");
-    std::fs::write(&unknown, r#"{"data": [{"id": "1"}]}"#).unwrap();
+    std::fs::write(&unknown, r#"{"errors": [{"title": "Not Found"}]}"#).unwrap();
     let sources = vec![
         Source::File(format!("{fixtures}/seed-user-96479162-medias.jsonl").into()),
         Source::File(format!("{fixtures}/seed-example-response.json").into()),
+        Source::File(format!("{fixtures}/../x-api-v2/user-tweets-page.json").into()),
         Source::File(unknown.clone()),
     ];
     let mut rejected = Vec::new();
     let report = ingest(store.clone(), None, sources, |r| rejected.push(r.clone()))
         .await
         .unwrap();
-    assert_eq!(report.read, 14);
+    assert_eq!(report.read, 18);
+    assert_eq!(report.without_media, 1);
     assert_eq!(
         report.stored,
         UpsertSummary {
-            written: 7,
+            written: 11,
             unchanged: 7
         }
     );
@@ -109,4 +111,20 @@ async fn formats_are_told_apart_and_the_same_tweet_from_two_formats_is_one_tweet
     );
     let page = store.media_page(UserId(96479162), None, 20).await.unwrap();
     assert_eq!(page.len(), 7);
+    let v2_user = UserId(1300000000001000003);
+    let ids: Vec<u64> = store
+        .media_page(v2_user, None, 20)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.tweet_id.get())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            1790000000000000003,
+            1790000000000000002,
+            1790000000000000001
+        ]
+    );
 }

@@ -20,11 +20,12 @@ pub struct IngestArgs {
     /// The store: an SQLite file, created and migrated when absent [default: xgate.db]
     #[arg(long, env = "XGATE_DB")]
     db: Option<PathBuf>,
-    /// Files to load: tweets in the API's format one a line (JSONL), or saved API responses.
+    /// Files to load: tweets in the API's format one a line (JSONL), saved API responses, or X API
+    /// v2 response pages.
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// The files' format; `auto` tells it from each file's first bytes.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "jsonl", "api-responses"])]
+    #[arg(long, default_value = "auto", value_parser = ["auto", "jsonl", "api-responses", "x-api-v2"])]
     format: String,
 }
 

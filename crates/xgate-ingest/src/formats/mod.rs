@@ -3,6 +3,7 @@
 
 pub mod jsonl;
 pub mod responses;
+pub mod x_api_v2;
 
 use std::io::BufRead;
 
@@ -24,8 +25,8 @@ pub trait Format: Send + Sync {
 }
 
 /// Every format, by name.
-pub fn all() -> [&'static dyn Format; 2] {
-    [&jsonl::Jsonl, &responses::ApiResponses]
+pub fn all() -> [&'static dyn Format; 3] {
+    [&jsonl::Jsonl, &responses::ApiResponses, &x_api_v2::XApiV2]
 }
 
 /// The format called `name`, as `--format` spells it.
@@ -34,13 +35,16 @@ pub fn by_name(name: &str) -> Option<&'static dyn Format> {
 }
 
 /// The format of an input, from its first bytes: the top-level keys of its first JSON object
-/// (`results`: saved API responses; `tweet_id`: tweets, one a line). `None` when neither shows.
+/// (`results`: saved API responses; `tweet_id`: tweets, one a line; `data` with `includes` or
+/// `meta`, or `data` alone: X API v2 pages). `None` when none shows.
 pub fn detect(start: &[u8]) -> Option<&'static dyn Format> {
     let keys = first_object_keys(start);
     if keys.iter().any(|k| k == "results") {
         Some(&responses::ApiResponses)
     } else if keys.iter().any(|k| k == "tweet_id") {
         Some(&jsonl::Jsonl)
+    } else if keys.iter().any(|k| k == "data") {
+        Some(&x_api_v2::XApiV2)
     } else {
         None
     }
@@ -94,7 +98,11 @@ mod tests {
             name("  \n{\"user\": {}, \"tweet_id\": \"7\""),
             Some("jsonl")
         );
-        assert_eq!(name(r#"{"data": []}"#), None);
+        assert_eq!(
+            name(r#"{"data": [], "meta": {"result_count": 0}}"#),
+            Some("x-api-v2")
+        );
+        assert_eq!(name(r#"{"errors": []}"#), None);
         assert_eq!(name("window.YTD.tweets.part0 = ["), None);
         assert_eq!(name(""), None);
         assert_eq!(by_name("jsonl").map(|f| f.name()), Some("jsonl"));
