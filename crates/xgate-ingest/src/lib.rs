@@ -98,7 +98,18 @@ pub async fn ingest(
     store: Arc<dyn Store>,
     format: Option<&'static dyn Format>,
     sources: Vec<Source>,
+    on_rejection: impl FnMut(&Rejection),
+) -> Result<IngestReport, StoreError> {
+    ingest_with_progress(store, format, sources, on_rejection, |_| {}).await
+}
+
+/// [`ingest`], calling `on_progress` with the totals so far after each stored batch.
+pub async fn ingest_with_progress(
+    store: Arc<dyn Store>,
+    format: Option<&'static dyn Format>,
+    sources: Vec<Source>,
     mut on_rejection: impl FnMut(&Rejection),
+    mut on_progress: impl FnMut(&IngestReport),
 ) -> Result<IngestReport, StoreError> {
     let (tx, mut rx) = mpsc::channel::<Message>(1);
     let mut report = IngestReport {
@@ -113,6 +124,7 @@ pub async fn ingest(
                 report.without_media += batch.iter().filter(|t| !t.has_media).count() as u64;
                 // On error, dropping the receiver stops the reader at its next send.
                 report.stored += store.upsert_tweets(batch).await?;
+                on_progress(&report);
             }
             Message::Rejected(rejection) => {
                 report.rejected += 1;

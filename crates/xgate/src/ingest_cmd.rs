@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use xgate_ingest::formats;
-use xgate_ingest::{Source, ingest};
+use xgate_ingest::{IngestReport, Source, ingest_with_progress};
 use xgate_store_sqlite::SqliteStore;
 
 use crate::{DEFAULT_DB, EXIT_REJECTED, db_path};
@@ -24,6 +24,9 @@ pub struct IngestArgs {
     /// v2 response pages.
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// Exit 0 even when some input was rejected (the rejections are still reported).
+    #[arg(long)]
+    keep_going: bool,
     /// The files' format; `auto` tells it from each file's first bytes.
     #[arg(long, default_value = "auto", value_parser = ["auto", "jsonl", "api-responses", "x-api-v2"])]
     format: String,
@@ -39,14 +42,22 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let mut shown = 0;
     let started = std::time::Instant::now();
     let format = formats::by_name(&args.format);
-    let report = ingest(store, format, sources, |rejection| {
-        shown += 1;
-        if shown <= PRINTED_REJECTIONS {
-            eprintln!("xgate: rejected {rejection}");
-        }
-    })
+    let progress = Progress::new();
+    let report = ingest_with_progress(
+        store,
+        format,
+        sources,
+        |rejection| {
+            shown += 1;
+            if shown <= PRINTED_REJECTIONS {
+                progress.println(&format!("xgate: rejected {rejection}"));
+            }
+        },
+        |so_far| progress.update(so_far),
+    )
     .await
     .context("writing to the store")?;
+    progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     if report.rejected > PRINTED_REJECTIONS {
         eprintln!(
@@ -64,9 +75,73 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         report.without_media,
         report.rejected,
     );
-    Ok(if report.rejected == 0 {
+    Ok(if report.rejected == 0 || args.keep_going {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_REJECTED)
     })
+}
+
+/// Progress on standard error: a live line with tweets/s on a terminal, a plain line every
+/// few seconds otherwise (logs, CI).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    started: std::time::Instant,
+    last_line: std::cell::Cell<std::time::Instant>,
+}
+
+/// How often a plain progress line is written when standard error is not a terminal.
+const PLAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg}") {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar.set_message("reading");
+            bar
+        });
+        let now = std::time::Instant::now();
+        Progress {
+            bar,
+            started: now,
+            last_line: std::cell::Cell::new(now),
+        }
+    }
+
+    fn update(&self, so_far: &IngestReport) {
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
+        let text = format!(
+            "{} tweets read ({:.0} tweets/s), {} stored new or changed, {} rejected",
+            so_far.read,
+            so_far.read as f64 / seconds,
+            so_far.stored.written,
+            so_far.rejected
+        );
+        match &self.bar {
+            Some(bar) => bar.set_message(text),
+            None if self.last_line.get().elapsed() >= PLAIN_EVERY => {
+                eprintln!("xgate: ingest: {text}");
+                self.last_line.set(std::time::Instant::now());
+            }
+            None => {}
+        }
+    }
+
+    fn println(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }

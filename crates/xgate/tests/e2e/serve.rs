@@ -72,6 +72,9 @@ async fn generate_ingest_serve_page_and_restart() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("{}:2", bad.display())), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 unchanged"));
+    let out = xgate(&["ingest", "--keep-going", "--db", db, bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "--keep-going exits 0");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{}:2", bad.display())));
 
     let key = create_key(std::path::Path::new(db), "test", 100);
     let server = Server::start(dir.path(), &[]);
