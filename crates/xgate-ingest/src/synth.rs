@@ -345,10 +345,7 @@ pub fn video_variants(video_info: &Value) -> Vec<VideoVariant> {
         .flatten()
         .filter_map(|v| serde_json::from_value(v.clone()).ok())
         .collect();
-    variants.sort_by_key(|v| {
-        let mp4 = v.content_type == "video/mp4";
-        (!mp4, std::cmp::Reverse(v.bitrate.unwrap_or(0)))
-    });
+    VideoVariant::sort_for_video_url(&mut variants);
     variants
 }
 

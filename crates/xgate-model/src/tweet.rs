@@ -91,6 +91,19 @@ pub struct VideoVariant {
     pub url: String,
 }
 
+impl VideoVariant {
+    /// Puts variants in the contract's order for `video_url`: MP4 by bitrate, highest first, then
+    /// the others (HLS playlists).
+    pub fn sort_for_video_url(variants: &mut [VideoVariant]) {
+        variants.sort_by_key(|v| {
+            (
+                v.content_type != "video/mp4",
+                std::cmp::Reverse(v.bitrate.unwrap_or(0)),
+            )
+        });
+    }
+}
+
 /// X's v1.1 `extended_entities`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ExtendedEntities {
@@ -110,4 +123,27 @@ pub struct MediaEntity {
     #[serde(flatten)]
     #[schema(value_type = Object)]
     pub other: Map<String, Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_url_order_is_mp4_by_bitrate_then_the_rest() {
+        let variant = |bitrate: Option<u64>, content_type: &str| VideoVariant {
+            bitrate,
+            content_type: content_type.into(),
+            url: format!("{content_type}/{bitrate:?}"),
+        };
+        let mut variants = vec![
+            variant(None, "application/x-mpegURL"),
+            variant(Some(832_000), "video/mp4"),
+            variant(Some(2_176_000), "video/mp4"),
+            variant(Some(256_000), "video/mp4"),
+        ];
+        VideoVariant::sort_for_video_url(&mut variants);
+        let order: Vec<Option<u64>> = variants.iter().map(|v| v.bitrate).collect();
+        assert_eq!(order, [Some(2_176_000), Some(832_000), Some(256_000), None]);
+    }
 }

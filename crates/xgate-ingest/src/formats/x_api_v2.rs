@@ -393,12 +393,7 @@ fn sorted_variants(variants: &[V2Variant]) -> Vec<VideoVariant> {
             url: v.url.clone(),
         })
         .collect();
-    out.sort_by_key(|v| {
-        (
-            v.content_type != "video/mp4",
-            std::cmp::Reverse(v.bitrate.unwrap_or(0)),
-        )
-    });
+    VideoVariant::sort_for_video_url(&mut out);
     out
 }
 
