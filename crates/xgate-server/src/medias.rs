@@ -23,6 +23,31 @@ struct IdempotencyKey {
     idempotency_key: Option<String>,
 }
 
+/// What every page endpoint may answer (the POST ones also 413). Only documents: handlers
+/// answer with `Response` and `ApiError`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum PageResponses {
+    #[response(status = 200, description = "Response", headers(
+        ("X-Request-Id" = String, description = "This request's id, as in the request log"),
+        ("X-Credits-Cost" = i64, description = "Credits charged for this request"),
+        ("X-Credits-Remaining" = i64, description = "Credits left after it"),
+    ))]
+    Page(MediasResponse),
+    #[response(status = 401, description = "No or bad API key")]
+    Unauthorized(ErrorBody),
+    #[response(status = 402, description = "Not enough credits")]
+    PaymentRequired(ErrorBody),
+    #[response(status = 404, description = "Unknown user")]
+    UserNotFound(ErrorBody),
+    #[response(status = 409, description = "The same Idempotency-Key is in use")]
+    Conflict(ErrorBody),
+    #[response(status = 422, description = "Validation Error")]
+    Invalid(HttpValidationError),
+    #[response(status = 429, description = "Rate limited; see Retry-After")]
+    RateLimited(ErrorBody),
+}
+
 /// The OpenAPI tag of these endpoints.
 pub const TAG: &str = "User";
 
@@ -70,19 +95,7 @@ const TYPICAL_TWEET: usize = 3 * 1024;
     tag = TAG,
     params(MediasQuery, IdempotencyKey),
     security(("api_key" = []), ("bearer" = [])),
-    responses(
-        (status = 200, description = "Response", body = MediasResponse, headers(
-            ("X-Request-Id" = String, description = "This request's id, as in the request log"),
-            ("X-Credits-Cost" = i64, description = "Credits charged for this request"),
-            ("X-Credits-Remaining" = i64, description = "Credits left after it"),
-        )),
-        (status = 401, description = "No or bad API key", body = ErrorBody),
-        (status = 402, description = "Not enough credits", body = ErrorBody),
-        (status = 404, description = "Unknown user", body = ErrorBody),
-        (status = 409, description = "The same Idempotency-Key is in use", body = ErrorBody),
-        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
-        (status = 422, description = "Validation Error", body = HttpValidationError),
-    )
+    responses(PageResponses)
 )]
 pub async fn get_medias(
     State(state): State<AppState>,
@@ -103,20 +116,7 @@ pub async fn get_medias(
     params(IdempotencyKey),
     request_body = MediasRequest,
     security(("api_key" = []), ("bearer" = [])),
-    responses(
-        (status = 200, description = "Response", body = MediasResponse, headers(
-            ("X-Request-Id" = String, description = "This request's id, as in the request log"),
-            ("X-Credits-Cost" = i64, description = "Credits charged for this request"),
-            ("X-Credits-Remaining" = i64, description = "Credits left after it"),
-        )),
-        (status = 401, description = "No or bad API key", body = ErrorBody),
-        (status = 402, description = "Not enough credits", body = ErrorBody),
-        (status = 404, description = "Unknown user", body = ErrorBody),
-        (status = 409, description = "The same Idempotency-Key is in use", body = ErrorBody),
-        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Validation Error", body = HttpValidationError),
-    )
+    responses(PageResponses, (status = 413, description = "Body too large", body = ErrorBody))
 )]
 pub async fn post_medias(
     State(state): State<AppState>,
@@ -135,19 +135,7 @@ pub async fn post_medias(
     tag = TAG,
     params(MediasContinuationQuery, IdempotencyKey),
     security(("api_key" = []), ("bearer" = [])),
-    responses(
-        (status = 200, description = "Response", body = MediasResponse, headers(
-            ("X-Request-Id" = String, description = "This request's id, as in the request log"),
-            ("X-Credits-Cost" = i64, description = "Credits charged for this request"),
-            ("X-Credits-Remaining" = i64, description = "Credits left after it"),
-        )),
-        (status = 401, description = "No or bad API key", body = ErrorBody),
-        (status = 402, description = "Not enough credits", body = ErrorBody),
-        (status = 404, description = "Unknown user", body = ErrorBody),
-        (status = 409, description = "The same Idempotency-Key is in use", body = ErrorBody),
-        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
-        (status = 422, description = "Validation Error", body = HttpValidationError),
-    )
+    responses(PageResponses)
 )]
 pub async fn get_medias_continuation(
     State(state): State<AppState>,
@@ -167,20 +155,7 @@ pub async fn get_medias_continuation(
     params(IdempotencyKey),
     request_body = MediasContinuationRequest,
     security(("api_key" = []), ("bearer" = [])),
-    responses(
-        (status = 200, description = "Response", body = MediasResponse, headers(
-            ("X-Request-Id" = String, description = "This request's id, as in the request log"),
-            ("X-Credits-Cost" = i64, description = "Credits charged for this request"),
-            ("X-Credits-Remaining" = i64, description = "Credits left after it"),
-        )),
-        (status = 401, description = "No or bad API key", body = ErrorBody),
-        (status = 402, description = "Not enough credits", body = ErrorBody),
-        (status = 404, description = "Unknown user", body = ErrorBody),
-        (status = 409, description = "The same Idempotency-Key is in use", body = ErrorBody),
-        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Validation Error", body = HttpValidationError),
-    )
+    responses(PageResponses, (status = 413, description = "Body too large", body = ErrorBody))
 )]
 pub async fn post_medias_continuation(
     State(state): State<AppState>,

@@ -4,7 +4,7 @@ use serde_json::Value;
 use utoipa::openapi::OpenApi as Document;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-use xgate_model::wire::DEFAULT_MAX_LIMIT;
+use xgate_model::wire::{DEFAULT_MAX_LIMIT, ErrorBody, HttpValidationError, MediasResponse};
 
 use crate::ServerConfig;
 
@@ -17,6 +17,9 @@ use crate::ServerConfig;
                        format, same 422 errors, opaque signed continuation tokens.",
         license(name = "Apache-2.0"),
     ),
+    // The page endpoints document their answers through an `IntoResponses` type, which does not
+    // register the schemas it names: they are registered here.
+    components(schemas(MediasResponse, ErrorBody, HttpValidationError)),
     modifiers(&KeySchemes),
     tags(
         (name = "User", description = "A user's tweets"),
