@@ -2,10 +2,9 @@
 //! tweets for demos, tests and benchmarks.
 
 pub mod formats;
+pub mod reshape;
 pub mod synth;
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -35,7 +34,7 @@ impl Rejection {
         }
     }
 
-    fn whole(origin: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn whole(origin: &str, reason: impl Into<String>) -> Self {
         Rejection {
             place: origin.to_owned(),
             reason: reason.into(),
@@ -143,71 +142,35 @@ pub async fn ingest_with_progress(
 fn read_all(format: Option<&'static dyn Format>, sources: Vec<Source>, tx: &mpsc::Sender<Message>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut open = true;
-    for source in sources {
-        let name = source.name();
-        let mut input: Box<dyn BufRead> = match source {
-            Source::File(path) => match File::open(&path) {
-                Ok(file) => Box::new(BufReader::with_capacity(1 << 16, file)),
-                Err(e) => {
-                    open = tx
-                        .blocking_send(Message::Rejected(Rejection::whole(
-                            &name,
-                            format!("cannot open: {e}"),
-                        )))
-                        .is_ok();
-                    if !open {
-                        return;
-                    }
-                    continue;
-                }
-            },
-            Source::Bytes { data, .. } => Box::new(std::io::Cursor::new(data)),
-        };
-        let detected = match format {
-            Some(format) => Ok(format),
-            None => match input.fill_buf() {
-                Ok(start) => formats::detect(start).ok_or_else(|| {
-                    let known: Vec<&str> = formats::all().iter().map(|f| f.name()).collect();
-                    format!(
-                        "cannot tell the format from the first bytes; name it with --format ({})",
-                        known.join(", ")
-                    )
-                }),
-                Err(e) => Err(format!("read error: {e}")),
-            },
-        };
-        let format = match detected {
-            Ok(format) => format,
-            Err(reason) => {
-                if tx
-                    .blocking_send(Message::Rejected(Rejection::whole(&name, reason)))
-                    .is_err()
-                {
-                    return;
-                }
-                continue;
-            }
-        };
-        format.read(&mut *input, &name, &mut |item: Item| {
-            if !open {
-                return;
-            }
-            match item {
-                Ok(record) => {
-                    batch.push(record);
-                    if batch.len() == BATCH {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                        open = tx.blocking_send(Message::Batch(full)).is_ok();
-                    }
-                }
-                Err(rejection) => open = tx.blocking_send(Message::Rejected(rejection)).is_ok(),
-            }
-        });
+    let mut emit = |item: Item| {
         if !open {
             return;
         }
+        match item {
+            Ok(record) => {
+                batch.push(record);
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    open = tx.blocking_send(Message::Batch(full)).is_ok();
+                }
+            }
+            Err(rejection) => open = tx.blocking_send(Message::Rejected(rejection)).is_ok(),
+        }
+    };
+    for source in sources {
+        let name = source.name();
+        match source {
+            Source::File(path) => match format.map_or_else(|| formats::detect_path(&path), Ok) {
+                Ok(format) => format.read_path(&path, &name, &mut emit),
+                Err(reason) => emit(Err(Rejection::whole(&name, reason))),
+            },
+            Source::Bytes { data, .. } => match format.or_else(|| formats::detect(&data)) {
+                Some(format) => format.read(&mut std::io::Cursor::new(data), &name, &mut emit),
+                None => emit(Err(Rejection::whole(&name, formats::unknown()))),
+            },
+        }
     }
-    if !batch.is_empty() {
+    if open && !batch.is_empty() {
         let _ = tx.blocking_send(Message::Batch(batch));
     }
 }

@@ -20,15 +20,16 @@ pub struct IngestArgs {
     /// The store: an SQLite file, created and migrated when absent [default: xgate.db]
     #[arg(long, env = "XGATE_DB")]
     db: Option<PathBuf>,
-    /// Files to load: tweets in the API's format one a line (JSONL), saved API responses, or X API
-    /// v2 response pages.
+    /// Files to load: tweets in the API's format one a line (JSONL), saved API responses, X API
+    /// v2 response pages, X account archives (the .zip or its folder), or saved X web timeline
+    /// (GraphQL) responses.
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Exit 0 even when some input was rejected (the rejections are still reported).
     #[arg(long)]
     keep_going: bool,
     /// The files' format; `auto` tells it from each file's first bytes.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "jsonl", "api-responses", "x-api-v2"])]
+    #[arg(long, default_value = "auto", value_parser = ["auto", "jsonl", "api-responses", "x-api-v2", "x-archive", "x-graphql"])]
     format: String,
 }
 

@@ -23,9 +23,9 @@ struct Cli {
 enum Command {
     /// Serve the API over HTTP.
     Serve(serve::ServeArgs),
-    /// Load tweets (JSONL in the API's tweet format) into the store.
+    /// Load tweets into the store, from any format `docs/FORMATS.md` lists.
     Ingest(ingest_cmd::IngestArgs),
-    /// Write deterministic synthetic media tweets as JSONL.
+    /// Write deterministic synthetic media tweets: JSONL, X API v2 pages or an X archive.
     Gen(gen_cmd::GenArgs),
     /// Create, list and revoke API keys.
     Keys(accounts_cmd::KeysArgs),
