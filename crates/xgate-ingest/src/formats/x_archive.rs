@@ -13,7 +13,6 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use serde::de::{DeserializeSeed, Deserializer as _, SeqAccess, Visitor};
 use serde_json::Value;
 use xgate_model::time::legacy_date;
 use xgate_model::{TweetRecord, User, UserId};
@@ -213,6 +212,9 @@ fn read_archive(source: &mut Source, origin: &str, emit: &mut dyn FnMut(Item)) {
     let mut owner = Owner::default();
     let small = source.visit(|p| !p.is_tweets(), &mut |name, part, input| {
         let stopped = each_element(input, |index, element| {
+            let Ok(element) = element else {
+                return;
+            };
             let field = |key: &str| element.get(key).cloned();
             match part {
                 Part::Account if index == 0 => owner.account = field("account"),
@@ -250,12 +252,15 @@ fn read_archive(source: &mut Source, origin: &str, emit: &mut dyn FnMut(Item)) {
     };
     let tweets = source.visit(Part::is_tweets, &mut |name, _, input| {
         let stopped = each_element(input, |index, element| {
-            let tweet = element.get("tweet").unwrap_or(&element);
-            let context = Context {
-                long_text: owner.long_text(tweet),
-                ..Context::default()
-            };
-            let item = legacy::map_tweet(tweet, user.clone(), context)
+            let item = element
+                .and_then(|element| {
+                    let tweet = element.get("tweet").unwrap_or(&element);
+                    let context = Context {
+                        long_text: owner.long_text(tweet),
+                        ..Context::default()
+                    };
+                    legacy::map_tweet(tweet, user.clone(), context)
+                })
                 .and_then(|t| serde_json::to_string(&t).map_err(|e| e.to_string()))
                 .and_then(|json| TweetRecord::from_json(&json).map_err(|e| e.to_string()));
             emit(item.map_err(|reason| Rejection {
@@ -376,22 +381,32 @@ fn opening(text: &str) -> String {
 }
 
 /// Calls `each` with each element of a `window.YTD.<name>.partN = [ ... ]` file in turn, holding
-/// one at a time. `Err` says where reading stopped and why (cut or broken JSON).
-fn each_element(input: &mut dyn Read, mut each: impl FnMut(usize, Value)) -> Result<(), String> {
+/// one at a time. An element that is not JSON is handed over as an error of its own; `Err` says
+/// where reading stopped and why (a cut file).
+fn each_element(
+    input: &mut dyn Read,
+    mut each: impl FnMut(usize, Result<Value, String>),
+) -> Result<(), String> {
     let mut input = BufReader::with_capacity(1 << 16, input);
     skip_assignment(&mut input)?;
+    let mut elements = ArrayElements::open(input)?;
     let mut count = 0;
-    let mut de = serde_json::Deserializer::from_reader(input);
-    de.deserialize_seq(Elements {
-        each: &mut each,
-        count: &mut count,
-    })
-    .map_err(|e| {
-        format!(
-            "reading stopped after {count} element{}: {e}",
-            if count == 1 { "" } else { "s" }
-        )
-    })
+    loop {
+        match elements.next() {
+            Ok(Some(bytes)) => {
+                each(
+                    count,
+                    serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+                );
+                count += 1;
+            }
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                let s = if count == 1 { "" } else { "s" };
+                return Err(format!("reading stopped after {count} element{s}: {e}"));
+            }
+        }
+    }
 }
 
 /// Reads past `window.YTD.<name>.partN =`.
@@ -410,40 +425,157 @@ fn skip_assignment(input: &mut impl BufRead) -> Result<(), String> {
     }
 }
 
-struct Elements<'a, F> {
-    each: &'a mut F,
-    count: &'a mut usize,
+/// The elements of a JSON array read from a stream, one at a time, as their bytes. It follows
+/// strings and nesting only to find where each element ends; serde_json parses each element
+/// from its slice, which is several times faster than parsing from a reader, and a broken
+/// element costs only itself.
+struct ArrayElements<R> {
+    input: R,
+    element: Vec<u8>,
+    /// Bytes read so far, for error messages.
+    offset: u64,
+    ended: bool,
 }
 
-impl<'de, F: FnMut(usize, Value)> Visitor<'de> for Elements<'_, F> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an array")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(element) = seq.next_element_seed(ValueSeed)? {
-            (self.each)(*self.count, element);
-            *self.count += 1;
+impl<R: BufRead> ArrayElements<R> {
+    /// Reads up to and including the array's `[`.
+    fn open(mut input: R) -> Result<Self, String> {
+        let mut offset = 0;
+        loop {
+            let buf = input.fill_buf().map_err(|e| format!("read error: {e}"))?;
+            let Some(&first) = buf.first() else {
+                return Err("EOF before the array".into());
+            };
+            if first.is_ascii_whitespace() {
+                input.consume(1);
+                offset += 1;
+                continue;
+            }
+            if first != b'[' {
+                return Err(format!("expected `[` at byte {offset}"));
+            }
+            input.consume(1);
+            return Ok(ArrayElements {
+                input,
+                element: Vec::new(),
+                offset: offset + 1,
+                ended: false,
+            });
         }
-        Ok(())
     }
-}
 
-/// Any JSON value: an element that is not a tweet is refused on its own, not the whole file.
-struct ValueSeed;
+    /// The next element's bytes; `None` after the closing `]`.
+    fn next(&mut self) -> Result<Option<&[u8]>, String> {
+        if self.ended {
+            return Ok(None);
+        }
+        // Between elements: white space and one comma.
+        let mut comma = false;
+        loop {
+            let buf = self.fill()?;
+            let Some(&b) = buf.first() else {
+                return Err(format!(
+                    "EOF at byte {}, before the array's `]`",
+                    self.offset
+                ));
+            };
+            match b {
+                b']' => {
+                    self.advance(1);
+                    self.ended = true;
+                    return Ok(None);
+                }
+                b',' if !comma => comma = true,
+                b if b.is_ascii_whitespace() => {}
+                _ => break,
+            }
+            self.advance(1);
+        }
+        self.element.clear();
+        let start = self.offset;
+        let mut depth = 0usize;
+        let mut in_string = false;
+        let mut escaped = false;
+        loop {
+            let buf = self
+                .input
+                .fill_buf()
+                .map_err(|e| format!("read error: {e}"))?;
+            if buf.is_empty() {
+                return Err(format!(
+                    "EOF inside the element that starts at byte {start}"
+                ));
+            }
+            let mut end = None;
+            let mut i = 0;
+            while i < buf.len() {
+                let b = buf[i];
+                if in_string {
+                    if escaped {
+                        escaped = false;
+                    } else if b == b'\\' {
+                        escaped = true;
+                    } else if b == b'"' {
+                        in_string = false;
+                        if depth == 0 {
+                            end = Some(i + 1);
+                            break;
+                        }
+                    } else {
+                        // Jump to the next quote or backslash.
+                        i = memchr::memchr2(b'"', b'\\', &buf[i..]).map_or(buf.len(), |at| i + at);
+                        continue;
+                    }
+                } else {
+                    match b {
+                        b'"' => in_string = true,
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' if depth > 0 => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = Some(i + 1);
+                                break;
+                            }
+                        }
+                        // A bare number, `true`, `null`, ... ends where a separator starts.
+                        b',' | b']' | b'}' if depth == 0 => {
+                            end = Some(i);
+                            break;
+                        }
+                        b if depth == 0 && b.is_ascii_whitespace() => {
+                            end = Some(i);
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                i += 1;
+            }
+            let taken = end.unwrap_or(buf.len());
+            self.element.extend_from_slice(&buf[..taken]);
+            self.advance(taken);
+            if end.is_some() {
+                return Ok(Some(&self.element));
+            }
+        }
+    }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed {
-    type Value = Value;
+    fn fill(&mut self) -> Result<&[u8], String> {
+        self.input
+            .fill_buf()
+            .map_err(|e| format!("read error: {e}"))
+    }
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Value, D::Error> {
-        serde::Deserialize::deserialize(de)
+    fn advance(&mut self, n: usize) {
+        self.input.consume(n);
+        self.offset += n as u64;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -465,8 +597,10 @@ mod tests {
     fn elements_are_handed_over_one_by_one_and_a_cut_says_where() {
         let text = "window.YTD.tweets.part0 = [ {\"a\": 1}, {\"a\": 2}, {\"a\": ";
         let mut seen = Vec::new();
-        let err =
-            each_element(&mut text.as_bytes(), |i, v| seen.push((i, v["a"].clone()))).unwrap_err();
+        let err = each_element(&mut text.as_bytes(), |i, v| {
+            seen.push((i, v.unwrap()["a"].clone()))
+        })
+        .unwrap_err();
         assert_eq!(seen, [(0, Value::from(1)), (1, Value::from(2))]);
         assert!(
             err.starts_with("reading stopped after 2 elements: EOF"),
@@ -475,6 +609,60 @@ mod tests {
 
         let err = each_element(&mut &b"[{\"a\": 1}]"[..], |_, _| {}).unwrap_err();
         assert!(err.contains("window.YTD"), "{err}");
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            // Floats that print and parse back exactly.
+            (-4000i32..4000).prop_map(|n| Value::from(f64::from(n) / 8.0)),
+            // Quotes, backslashes, brackets and commas inside strings must not end an element.
+            "[a-z\\\\\"{}\\[\\],: é😀\n]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map("[a-z\"\\\\]{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever the elements, their layout and where the reads fall, the elements come out
+        /// whole and in order; a file cut anywhere gives a prefix of them, then an error.
+        #[test]
+        fn array_elements_are_split_exactly(
+            elements in prop::collection::vec(json(), 0..8),
+            pretty in any::<bool>(),
+            chunk in 1usize..64,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let array = Value::from(elements.clone());
+            let text = if pretty {
+                serde_json::to_string_pretty(&array).unwrap()
+            } else {
+                serde_json::to_string(&array).unwrap()
+            };
+            let file = format!("window.YTD.tweets.part0 = {text}");
+            let read = |bytes: &[u8]| {
+                let mut got = Vec::new();
+                let mut input = std::io::BufReader::with_capacity(chunk, bytes);
+                let end = each_element(&mut input, |_, v| got.push(v.unwrap()));
+                (got, end)
+            };
+            let (got, end) = read(file.as_bytes());
+            prop_assert_eq!(end, Ok(()));
+            prop_assert_eq!(&got, &elements);
+
+            let at = cut.index(file.len());
+            let (got, end) = read(&file.as_bytes()[..at]);
+            prop_assert!(end.is_err());
+            prop_assert!(got.len() <= elements.len());
+            prop_assert_eq!(&got[..], &elements[..got.len()]);
+        }
     }
 
     #[test]
