@@ -1,4 +1,4 @@
-//! The X archive and GraphQL timeline formats against their fixtures: the tweets each fixture
+//! The X archive, GraphQL timeline and X API v2 formats against their fixtures: the tweets each fixture
 //! becomes (golden snapshots, reviewed by hand), rules checked field by field, damaged inputs,
 //! and idempotency in a real SQLite store.
 
@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
+use xgate_ingest::formats::x_api_v2::XApiV2;
 use xgate_ingest::formats::x_archive::XArchive;
 use xgate_ingest::formats::x_graphql::XGraphql;
 use xgate_ingest::formats::{self, Format, Item};
@@ -310,6 +311,12 @@ fn an_archive_without_its_account_is_refused_whole() {
         "{}",
         rejected[0].reason
     );
+}
+
+#[test]
+fn the_x_api_v2_page_becomes_these_tweets() {
+    let items = read(&XApiV2, &fixture("x-api-v2/user-tweets-page.json"), "v2.json");
+    insta::assert_snapshot!("x_api_v2", golden(&items));
 }
 
 #[test]
