@@ -315,7 +315,11 @@ fn an_archive_without_its_account_is_refused_whole() {
 
 #[test]
 fn the_x_api_v2_page_becomes_these_tweets() {
-    let items = read(&XApiV2, &fixture("x-api-v2/user-tweets-page.json"), "v2.json");
+    let items = read(
+        &XApiV2,
+        &fixture("x-api-v2/user-tweets-page.json"),
+        "v2.json",
+    );
     insta::assert_snapshot!("x_api_v2", golden(&items));
 }
 

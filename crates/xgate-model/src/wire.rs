@@ -160,4 +160,18 @@ pub struct ErrorBody {
 pub struct Health {
     /// `ok` when the store answers.
     pub status: String,
+    /// With live upstreams: each one's state, in priority order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstreams: Option<Vec<UpstreamHealth>>,
+}
+
+/// An upstream's state in `/healthz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UpstreamHealth {
+    pub name: String,
+    /// `closed` (calls go through), `open` (none until its cooldown ends) or `half-open`.
+    pub breaker: String,
+    /// Seconds until its rate-limit window lets calls through again, when it is spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limited_for_secs: Option<u64>,
 }

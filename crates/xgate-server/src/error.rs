@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use xgate_model::wire::{ErrorBody, HttpValidationError, LocItem, ValidationError};
 use xgate_store::StoreError;
+use xgate_upstream::LiveError;
 
 /// An error answer of the API.
 #[derive(Debug)]
@@ -40,6 +41,13 @@ pub enum ApiError {
     BadRequest(String),
     /// The store did not answer in time; worth retrying.
     StoreUnavailable(StoreError),
+    /// Every upstream is down, rate limited or switched off, and nothing is cached for the
+    /// request; retry after this many seconds.
+    UpstreamUnavailable {
+        retry_after: u64,
+    },
+    /// The upstreams answered wrongly (5xx, malformed, refused); the cause is logged.
+    UpstreamError(String),
     /// A bug or an unexpected failure: logged, answered opaquely.
     Internal(String),
 }
@@ -105,6 +113,16 @@ impl ApiError {
                 "store_unavailable",
                 "the store is unavailable, try again shortly",
             ),
+            ApiError::UpstreamUnavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_unavailable",
+                "the upstream data source is unavailable, retry after the time in Retry-After",
+            ),
+            ApiError::UpstreamError(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "the upstream data source answered with an error",
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
@@ -127,13 +145,27 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<LiveError> for ApiError {
+    fn from(e: LiveError) -> Self {
+        match e {
+            LiveError::NotFound => ApiError::UserNotFound,
+            LiveError::Unavailable { retry_after } => ApiError::UpstreamUnavailable {
+                retry_after: retry_after.as_secs().max(1),
+            },
+            LiveError::Failed(cause) => ApiError::UpstreamError(cause),
+            LiveError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, detail) = self.parts();
         let mut headers = axum::http::HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         match &self {
-            ApiError::RateLimited { retry_after } => {
+            ApiError::RateLimited { retry_after }
+            | ApiError::UpstreamUnavailable { retry_after } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             ApiError::MissingApiKey | ApiError::InvalidApiKey => {
@@ -151,6 +183,7 @@ impl IntoResponse for ApiError {
                         tracing::warn!(%cause, "store unavailable")
                     }
                     ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
+                    ApiError::UpstreamError(cause) => tracing::warn!(%cause, "upstream error"),
                     ApiError::BadRequest(cause) => tracing::debug!(%cause, "unreadable body"),
                     _ => {}
                 }

@@ -22,6 +22,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use xgate_model::wire::{DEFAULT_LIMIT, DEFAULT_MAX_LIMIT};
 use xgate_store::{Store, StoreResult};
+use xgate_upstream::Live;
+use xgate_upstream::metrics::Metrics;
 
 pub use billing::{Billing, BillingConfig};
 pub use error::ApiError;
@@ -60,6 +62,8 @@ struct Inner {
     tokens: TokenCodec,
     config: ServerConfig,
     billing: Option<Billing>,
+    live: Option<Arc<Live>>,
+    metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -92,7 +96,27 @@ impl AppState {
             tokens: TokenCodec::new(&secret),
             config,
             billing,
+            live: None,
+            metrics: Arc::new(Metrics::default()),
         })))
+    }
+
+    /// Serves live data: `live` fills the store from its upstreams before each page is read.
+    /// Call it before the state is shared.
+    pub fn with_live(mut self, live: Arc<Live>) -> Self {
+        let inner =
+            Arc::get_mut(&mut self.0).expect("with_live is called before the state is shared");
+        inner.metrics = live.metrics_handle();
+        inner.live = Some(live);
+        self
+    }
+
+    pub fn live(&self) -> Option<&Live> {
+        self.0.live.as_deref()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -144,6 +168,7 @@ pub fn router(state: AppState) -> Router {
     let doc_json = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serialises");
     rest.merge(data)
         .merge(account)
+        .route("/metrics", get(health::metrics))
         .route(
             "/openapi.json",
             get(move || async move { ([(CONTENT_TYPE, "application/json")], doc_json.clone()) }),

@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use xgate_model::wire::{
     ErrorBody, HttpValidationError, MediasContinuationQuery, MediasContinuationRequest,
@@ -32,6 +33,7 @@ enum PageResponses {
         ("X-Request-Id" = String, description = "This request's id, as in the request log"),
         ("X-Credits-Cost" = i64, description = "Credits charged for this request"),
         ("X-Credits-Remaining" = i64, description = "Credits left after it"),
+        ("X-Cache" = String, description = "With live upstreams: hit (cached), miss (fetched now), stale (upstreams failing; the stored copy), local (unknown upstream; the stored copy)"),
     ))]
     Page(MediasResponse),
     #[response(status = 401, description = "No or bad API key")]
@@ -46,6 +48,16 @@ enum PageResponses {
     Invalid(HttpValidationError),
     #[response(status = 429, description = "Rate limited; see Retry-After")]
     RateLimited(ErrorBody),
+    #[response(
+        status = 502,
+        description = "The upstream data source answered with an error (not charged)"
+    )]
+    UpstreamError(ErrorBody),
+    #[response(
+        status = 503,
+        description = "The upstream data source is unavailable and nothing is cached; see Retry-After (not charged)"
+    )]
+    UpstreamUnavailable(ErrorBody),
 }
 
 /// The OpenAPI tag of these endpoints.
@@ -56,14 +68,31 @@ pub const TAG: &str = "User";
 ///
 /// The response is written around the stored JSON of each tweet, copied once from the store into
 /// the body: serving a page parses nothing.
+///
+/// With live upstreams, the page is first made present in the store (see `xgate_upstream::Live`)
+/// and the `X-Cache` header says how: `hit`, `miss`, `stale` or `local`.
 pub async fn page(state: &AppState, req: PageRequest) -> Result<Response, ApiError> {
+    let prepared = match state.live() {
+        Some(live) => {
+            let endpoint = match req.after {
+                None => "/user/medias",
+                Some(_) => "/user/medias/continuation",
+            };
+            Some(
+                live.prepare(req.user, req.after, req.limit, endpoint)
+                    .await?,
+            )
+        }
+        None => None,
+    };
     let mut body = Vec::with_capacity(PREFIX.len() + req.limit * TYPICAL_TWEET + 96);
     body.extend_from_slice(PREFIX);
     let info = state
         .store()
         .media_page_into(req.user, req.after, req.limit, &mut body)
         .await?;
-    if info.count == 0 && !state.store().user_exists(req.user).await? {
+    let known = prepared.is_some_and(|p| p.known);
+    if info.count == 0 && !known && !state.store().user_exists(req.user).await? {
         return Err(ApiError::UserNotFound);
     }
     body.extend_from_slice(b"],\"continuation_token\":");
@@ -77,7 +106,14 @@ pub async fn page(state: &AppState, req: PageRequest) -> Result<Response, ApiErr
         None => body.extend_from_slice(b"null"),
     }
     body.push(b'}');
-    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+    let mut response = ([(CONTENT_TYPE, "application/json")], body).into_response();
+    if let Some(prepared) = prepared {
+        response.headers_mut().insert(
+            HeaderName::from_static("x-cache"),
+            HeaderValue::from_static(prepared.freshness.as_str()),
+        );
+    }
+    Ok(response)
 }
 
 const PREFIX: &[u8] = b"{\"results\":[";

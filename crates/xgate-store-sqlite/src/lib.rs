@@ -36,6 +36,11 @@ const PAGE_SQL: &str = "SELECT tweet_id, json FROM tweets \
      WHERE user_id = ?1 AND has_media = 1 ORDER BY tweet_id DESC";
 const PAGE_AFTER_SQL: &str = "SELECT tweet_id, json FROM tweets \
      WHERE user_id = ?1 AND has_media = 1 AND tweet_id < ?2 ORDER BY tweet_id DESC";
+/// A page's ids alone: read from the timeline index, no table row touched.
+const IDS_SQL: &str = "SELECT tweet_id FROM tweets \
+     WHERE user_id = ?1 AND has_media = 1 ORDER BY tweet_id DESC";
+const IDS_AFTER_SQL: &str = "SELECT tweet_id FROM tweets \
+     WHERE user_id = ?1 AND has_media = 1 AND tweet_id < ?2 ORDER BY tweet_id DESC";
 
 /// Checkpoint the WAL every this many pages (256 MiB) during a bulk load, not every 1,000.
 const BULK_CHECKPOINT_PAGES: i64 = 16 * 1024;
@@ -353,6 +358,55 @@ impl Store for SqliteStore {
             })?;
             Ok(info)
         })
+    }
+
+    async fn media_ids(
+        &self,
+        user: UserId,
+        before: Option<TweetId>,
+        limit: usize,
+    ) -> StoreResult<Vec<TweetId>> {
+        let user = to_column(user.get());
+        self.read(|conn| {
+            let mut statement;
+            let mut rows = match before {
+                None => {
+                    statement = conn.prepare_cached(IDS_SQL)?;
+                    statement.query(params![user])?
+                }
+                Some(before) => {
+                    statement = conn.prepare_cached(IDS_AFTER_SQL)?;
+                    statement.query(params![user, to_column(before.get())])?
+                }
+            };
+            let mut ids = Vec::new();
+            while ids.len() < limit
+                && let Some(row) = rows.next()?
+            {
+                ids.push(TweetId(from_column(row.get(0)?)));
+            }
+            Ok(ids)
+        })
+    }
+
+    async fn sync_state(&self, user: UserId) -> StoreResult<Option<Vec<u8>>> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT state FROM upstream_sync WHERE user_id = ?1")?
+                .query_row([to_column(user.get())], |row| row.get(0))
+                .optional()
+        })
+    }
+
+    async fn put_sync_state(&self, user: UserId, state: Vec<u8>) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO upstream_sync (user_id, state) VALUES (?1, ?2)
+                 ON CONFLICT (user_id) DO UPDATE SET state = excluded.state",
+            )?
+            .execute(params![to_column(user.get()), state])
+            .map(|_| ())
+        })
+        .await
     }
 
     async fn user_exists(&self, user: UserId) -> StoreResult<bool> {

@@ -96,6 +96,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX idempotency_by_age ON idempotency (created_ms);
     ",
+    // 3: the read-through cache's notes per user (what was fetched upstream, and when).
+    "
+    CREATE TABLE upstream_sync (
+        user_id INTEGER PRIMARY KEY,
+        state   BLOB NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build writes.

@@ -109,6 +109,25 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store knows `user` (as the author of any stored tweet).
     async fn user_exists(&self, user: UserId) -> StoreResult<bool>;
 
+    /// The ids of up to `limit` of `user`'s media tweets older than `before`, newest first: a
+    /// page without its tweets. The read-through cache uses it to see how far stored pages reach.
+    async fn media_ids(
+        &self,
+        user: UserId,
+        before: Option<TweetId>,
+        limit: usize,
+    ) -> StoreResult<Vec<TweetId>> {
+        let page = self.media_page(user, before, limit).await?;
+        Ok(page.into_iter().map(|t| t.tweet_id).collect())
+    }
+
+    /// What the read-through cache noted about `user`'s timeline upstream (opaque to the store),
+    /// or `None` when it has noted nothing.
+    async fn sync_state(&self, user: UserId) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Replaces what the read-through cache noted about `user`.
+    async fn put_sync_state(&self, user: UserId, state: Vec<u8>) -> StoreResult<()>;
+
     /// Inserts or replaces tweets by tweet id, and keeps each author's newest profile. Applying
     /// the same batch twice leaves the store as the first application left it.
     async fn upsert_tweets(&self, tweets: Vec<TweetRecord>) -> StoreResult<UpsertSummary>;

@@ -27,6 +27,8 @@ macro_rules! story_tests {
             the_newest_profile_wins,
             users_are_listed_with_media_counts,
             a_setting_keeps_its_first_value,
+            media_ids_are_the_pages_ids,
+            sync_state_is_kept_per_user,
             ping_answers,
             accounts_are_created_once,
             charges_keep_the_books,
@@ -272,6 +274,57 @@ pub async fn a_setting_keeps_its_first_value(store: &dyn Store) {
     assert_eq!(second, b"one");
     let other = store.setting_or_insert("j", vec![0, 255]).await.unwrap();
     assert_eq!(other, [0, 255]);
+}
+
+pub async fn media_ids_are_the_pages_ids(store: &dyn Store) {
+    let user = UserId(u64::MAX - 3);
+    let tweets: Vec<TweetRecord> = (1..=30u64)
+        .map(|i| record(u64::MAX - 30 + i, user.get(), i % 4 != 0))
+        .collect();
+    store.upsert_tweets(tweets).await.unwrap();
+    let mut before = None;
+    loop {
+        let page = store.media_page(user, before, 7).await.unwrap();
+        let ids = store.media_ids(user, before, 7).await.unwrap();
+        assert_eq!(ids, page.iter().map(|t| t.tweet_id).collect::<Vec<_>>());
+        match page.last() {
+            Some(last) => before = Some(last.tweet_id),
+            None => break,
+        }
+    }
+    assert_eq!(store.media_ids(user, None, 100).await.unwrap().len(), 23);
+    assert!(
+        store
+            .media_ids(UserId(5), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn sync_state_is_kept_per_user(store: &dyn Store) {
+    assert_eq!(store.sync_state(UserId(1)).await.unwrap(), None);
+    store
+        .put_sync_state(UserId(1), b"one".to_vec())
+        .await
+        .unwrap();
+    store
+        .put_sync_state(UserId(u64::MAX), b"max".to_vec())
+        .await
+        .unwrap();
+    store
+        .put_sync_state(UserId(1), b"uno".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sync_state(UserId(1)).await.unwrap().as_deref(),
+        Some(&b"uno"[..])
+    );
+    assert_eq!(
+        store.sync_state(UserId(u64::MAX)).await.unwrap().as_deref(),
+        Some(&b"max"[..])
+    );
+    assert_eq!(store.sync_state(UserId(2)).await.unwrap(), None);
 }
 
 pub async fn ping_answers(store: &dyn Store) {

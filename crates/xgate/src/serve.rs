@@ -12,6 +12,9 @@ use tokio::net::TcpListener;
 use xgate_billing::Prices;
 use xgate_server::{AppState, Billing, BillingConfig, ServerConfig, router};
 use xgate_store_sqlite::SqliteStore;
+use xgate_upstream::config::LiveConfig;
+use xgate_upstream::metrics::Metrics;
+use xgate_upstream::{Live, Upstreams};
 
 use crate::{DEFAULT_DB, db_path, demo};
 
@@ -41,6 +44,10 @@ pub struct ServeArgs {
     /// An endpoint's price in credits, `'METHOD /path=N'` (repeatable; default 1 each).
     #[arg(long = "price", env = "XGATE_PRICES", value_delimiter = ';')]
     prices: Vec<String>,
+    /// A TOML file of live upstreams and cache settings (docs/UPSTREAMS.md). Without it (and
+    /// without XGATE_UPSTREAM) the store alone is served.
+    #[arg(long, env = "XGATE_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -71,6 +78,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .await?
     };
+    let live = LiveConfig::load(args.config.as_deref(), |name| std::env::var(name).ok())?;
+    let upstream_names = live.as_ref().map(|config| {
+        config
+            .upstreams
+            .iter()
+            .map(|u| u.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    let state = match live {
+        Some(config) => {
+            let metrics = Arc::new(Metrics::default());
+            let upstreams = Upstreams::from_config(&config, metrics.clone())
+                .map_err(|e| anyhow::anyhow!("upstream configuration: {e}"))?;
+            let live = Live::new(store.clone(), upstreams, config.cache.clone(), metrics);
+            state.with_live(Arc::new(live))
+        }
+        None => state,
+    };
     let demo_key = match args.demo && !args.no_billing {
         true => Some(demo::key(&store).await?),
         false => None,
@@ -86,6 +112,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         db.display()
     );
+    if let Some(names) = &upstream_names {
+        banner.push_str(&format!("live data from: {names}\n"));
+    }
     if args.demo {
         banner.push_str(&demo::guide(&state, reachable(addr), demo_key.as_deref()).await?);
     }
@@ -94,7 +123,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .write_all(banner.as_bytes())
         .and_then(|()| stdout.flush());
     drop(stdout);
-    tracing::info!(%addr, db = %db.display(), "serving");
+    tracing::info!(%addr, db = %db.display(), upstreams = ?upstream_names, "serving");
     axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -3,6 +3,7 @@
 mod billing;
 mod ingest;
 mod serve;
+mod upstream;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Lines};
