@@ -453,6 +453,35 @@ async fn a_timeout_is_unavailable_and_malformed_json_an_upstream_error_neither_c
         "malformed answers are not retried"
     );
     assert_eq!(app.credits().await, credits);
+
+    // A 4xx (here: credentials refused) is an upstream error too, and never retried.
+    let refusing = Fake::x_api_v2().await;
+    refusing.control.set_timeline(user, timeline(20, 30).1);
+    refusing.control.always(Some(Act::Status(401)));
+    let app = App::new(vec![("x", x_api(&refusing, &call()))], true).await;
+    let page = app.first(user, 10).await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert_eq!(refusing.control.calls(), 1);
+}
+
+#[tokio::test]
+async fn older_pages_are_fetched_again_after_their_time_to_live() {
+    let fake = Fake::x_api_v2().await;
+    let (user, tweets) = timeline(24, 300);
+    fake.control.set_timeline(user, tweets);
+    let app = App::new(vec![("x", x_api(&fake, &call()))], false).await;
+    let first = app.first(user, 20).await;
+    let token = first.token().unwrap();
+    assert_eq!(app.next(user, &token, 20).await.header("x-cache"), "hit");
+    assert_eq!(fake.control.calls(), 1);
+
+    app.advance(23 * 60 * MINUTE_MS);
+    assert_eq!(app.next(user, &token, 20).await.header("x-cache"), "hit");
+    app.advance(2 * 60 * MINUTE_MS);
+    let again = app.next(user, &token, 20).await;
+    assert_eq!(again.header("x-cache"), "miss");
+    assert_eq!(again.ids(), fake.control.media_ids(user)[20..40]);
+    assert_eq!(fake.control.calls(), 2);
 }
 
 #[tokio::test]

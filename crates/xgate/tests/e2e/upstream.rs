@@ -11,7 +11,9 @@ async fn page(base: &str, key: Option<&str>, body: Value) -> (u16, String, Value
     } else {
         "/user/medias"
     };
-    let mut request = reqwest::Client::new().post(format!("{base}{path}")).json(&body);
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body);
     if let Some(key) = key {
         request = request.bearer_auth(key);
     }
@@ -48,7 +50,10 @@ async fn an_xgate_with_no_data_serves_another_as_its_relay() {
         &[
             ("XGATE_UPSTREAM", "relay"),
             ("XGATE_RELAY_BASE_URL", &origin.base),
-            ("XGATE_RELAY_HEADERS", "X-Origin-Key: not-checked-by-the-origin"),
+            (
+                "XGATE_RELAY_HEADERS",
+                "X-Origin-Key: not-checked-by-the-origin",
+            ),
         ],
     );
     let banner = front.stdout.next().unwrap().unwrap();
@@ -57,11 +62,19 @@ async fn an_xgate_with_no_data_serves_another_as_its_relay() {
     assert_eq!(banner, "live data from: relay");
 
     let user = "96479162";
-    let (status, cache, first) = page(&front.base, Some(&key), json!({"user_id": user, "limit": 3})).await;
+    let (status, cache, first) = page(
+        &front.base,
+        Some(&key),
+        json!({"user_id": user, "limit": 3}),
+    )
+    .await;
     assert_eq!((status, cache.as_str()), (200, "miss"), "{first}");
     let (_, _, direct) = page(&origin.base, None, json!({"user_id": user, "limit": 3})).await;
     assert_eq!(ids(&first), ids(&direct));
-    assert_ne!(first["continuation_token"], direct["continuation_token"], "tokens are each server's own");
+    assert_ne!(
+        first["continuation_token"], direct["continuation_token"],
+        "tokens are each server's own"
+    );
 
     // Every page through the relay, as the origin serves them.
     let mut seen = ids(&first);
@@ -80,10 +93,16 @@ async fn an_xgate_with_no_data_serves_another_as_its_relay() {
     let (_, _, all) = page(&origin.base, None, json!({"user_id": user, "limit": 20})).await;
     assert_eq!(seen, ids(&all));
 
-    let (status, cache, again) = page(&front.base, Some(&key), json!({"user_id": user, "limit": 3})).await;
+    let (status, cache, again) = page(
+        &front.base,
+        Some(&key),
+        json!({"user_id": user, "limit": 3}),
+    )
+    .await;
     assert_eq!((status, cache.as_str()), (200, "hit"));
     assert_eq!(ids(&again), ids(&first));
-    let (status, _, unknown) = page(&front.base, Some(&key), json!({"user_id": "5", "limit": 3})).await;
+    let (status, _, unknown) =
+        page(&front.base, Some(&key), json!({"user_id": "5", "limit": 3})).await;
     assert_eq!(status, 404, "{unknown}");
 
     let client = reqwest::Client::new();
