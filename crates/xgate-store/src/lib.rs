@@ -142,3 +142,8 @@ pub trait Store: Send + Sync + 'static {
     /// Answers when the store is reachable.
     async fn ping(&self) -> StoreResult<()>;
 }
+
+/// A whole store: tweets and accounts, as every backend provides.
+pub trait Backend: Store + accounts::AccountStore {}
+
+impl<T: Store + accounts::AccountStore> Backend for T {}

@@ -7,24 +7,22 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use xgate_billing::{clock, keys};
 use xgate_server::billing::routes::parse_since;
-use xgate_store::accounts::{Account, AccountStore, AccountTerms, KeyId, KeyInfo, KeySelector};
-use xgate_store_sqlite::SqliteStore;
+use xgate_store::Backend;
+use xgate_store::accounts::{Account, AccountTerms, KeyId, KeyInfo, KeySelector};
 
+use crate::stores::{self, Use};
 use crate::{DEFAULT_DB, db_path};
 
 #[derive(Debug, Args)]
 pub struct DbArg {
-    /// The store: an SQLite file [default: xgate.db]
+    /// The store: an SQLite file, or a PostgreSQL URL (postgres://...) [default: xgate.db]
     #[arg(long, env = "XGATE_DB", global = true)]
     db: Option<PathBuf>,
 }
 
 impl DbArg {
-    fn open(&self) -> anyhow::Result<Arc<SqliteStore>> {
-        let db = db_path(self.db.clone(), DEFAULT_DB);
-        let store = SqliteStore::open(&db)
-            .with_context(|| format!("opening the store {}", db.display()))?;
-        Ok(Arc::new(store))
+    async fn open(&self) -> anyhow::Result<Arc<dyn Backend>> {
+        stores::open(&db_path(self.db.clone(), DEFAULT_DB), Use::Serve).await
     }
 }
 
@@ -127,7 +125,7 @@ pub struct UsageArgs {
     limit: usize,
 }
 
-async fn account(store: &SqliteStore, name: &str) -> anyhow::Result<Account> {
+async fn account(store: &dyn Backend, name: &str) -> anyhow::Result<Account> {
     match store.account_by_name(name).await? {
         Some(account) => Ok(account),
         None => bail!("no account named {name:?}"),
@@ -160,7 +158,7 @@ fn print_keys(keys: &[KeyInfo]) {
 
 /// Creates a key for `account` (made if new) with `credits` added; returns the key.
 pub async fn create_key(
-    store: &SqliteStore,
+    store: &dyn Backend,
     account: &str,
     credits: i64,
     label: Option<String>,
@@ -178,14 +176,14 @@ pub async fn create_key(
 }
 
 pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
-    let store = args.db.open()?;
+    let store = args.db.open().await?;
     match args.command {
         KeysCommand::Create {
             account,
             credits,
             name,
         } => {
-            let (acct, info, key) = create_key(&store, &account, credits, name).await?;
+            let (acct, info, key) = create_key(&*store, &account, credits, name).await?;
             println!(
                 "account {}: {} credits, key id {} ({}…)",
                 acct.name, acct.balance, info.id.0, info.prefix
@@ -217,14 +215,14 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
 }
 
 pub async fn credits(args: CreditsArgs) -> anyhow::Result<()> {
-    let store = args.db.open()?;
+    let store = args.db.open().await?;
     match args.command {
         CreditsCommand::Add {
             account: name,
             credits,
             note,
         } => {
-            let acct = account(&store, &name).await?;
+            let acct = account(&*store, &name).await?;
             let acct = store
                 .add_credits(acct.id, credits, &note, clock::now_ms())
                 .await?;
@@ -234,7 +232,7 @@ pub async fn credits(args: CreditsArgs) -> anyhow::Result<()> {
             account: name,
             json,
         } => {
-            let acct = account(&store, &name).await?;
+            let acct = account(&*store, &name).await?;
             let audit = store.audit(acct.id).await?;
             let month = clock::month();
             if json {
@@ -283,7 +281,7 @@ pub async fn credits(args: CreditsArgs) -> anyhow::Result<()> {
 }
 
 pub async fn accounts(args: AccountsArgs) -> anyhow::Result<()> {
-    let store = args.db.open()?;
+    let store = args.db.open().await?;
     match args.command {
         AccountsCommand::Set {
             account: name,
@@ -299,7 +297,7 @@ pub async fn accounts(args: AccountsArgs) -> anyhow::Result<()> {
                     })?,
                 )),
             };
-            let acct = account(&store, &name).await?;
+            let acct = account(&*store, &name).await?;
             let acct = store
                 .set_terms(
                     acct.id,
@@ -324,8 +322,8 @@ pub async fn accounts(args: AccountsArgs) -> anyhow::Result<()> {
 }
 
 pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
-    let store = args.db.open()?;
-    let acct = account(&store, &args.account).await?;
+    let store = args.db.open().await?;
+    let acct = account(&*store, &args.account).await?;
     let since = match &args.since {
         Some(text) => parse_since(text).with_context(|| {
             format!("--since takes a day (2026-11-01) or an RFC 3339 time, got {text:?}")

@@ -9,11 +9,10 @@ use xgate_ingest::formats::jsonl::Jsonl;
 use xgate_ingest::synth::{self, SynthConfig};
 use xgate_ingest::{Source, ingest};
 use xgate_server::AppState;
-use xgate_store::accounts::{AccountStore, KeySelector};
-use xgate_store_sqlite::SqliteStore;
+use xgate_store::accounts::KeySelector;
 
 use crate::accounts_cmd;
-use xgate_store::Store;
+use xgate_store::{Backend, Store};
 
 /// The demo's store, unless `--db` names another.
 pub const DEMO_DB: &str = "xgate-demo.db";
@@ -59,7 +58,7 @@ const DEMO_CREDITS: i64 = 1000;
 
 /// A fresh key of the demo account, which is topped up to [`DEMO_CREDITS`]. Keys of earlier demo
 /// runs are revoked: each was printed once, and none should linger.
-pub async fn key(store: &SqliteStore) -> anyhow::Result<String> {
+pub async fn key(store: &dyn Backend) -> anyhow::Result<String> {
     let now = clock::now_ms();
     let account = store.ensure_account(DEMO_ACCOUNT, now).await?;
     for old in store.list_keys().await? {

@@ -2,13 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
+use crate::stores::{self, Use};
 use anyhow::Context;
 use clap::Args;
 use xgate_ingest::formats;
 use xgate_ingest::{IngestReport, Source, ingest_with_progress};
-use xgate_store_sqlite::SqliteStore;
 
 use crate::{DEFAULT_DB, EXIT_REJECTED, db_path};
 
@@ -17,7 +16,8 @@ const PRINTED_REJECTIONS: u64 = 100;
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
-    /// The store: an SQLite file, created and migrated when absent [default: xgate.db]
+    /// The store: an SQLite file, created and migrated when absent, or a PostgreSQL URL
+    /// (postgres://...) [default: xgate.db]
     #[arg(long, env = "XGATE_DB")]
     db: Option<PathBuf>,
     /// Files to load: tweets in the API's format one a line (JSONL), saved API responses, X API
@@ -35,10 +35,7 @@ pub struct IngestArgs {
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let db = db_path(args.db, DEFAULT_DB);
-    let store = Arc::new(
-        SqliteStore::open_for_bulk_load(&db)
-            .with_context(|| format!("opening the store {}", db.display()))?,
-    );
+    let store = stores::open(&db, Use::BulkLoad).await?;
     let sources = args.files.into_iter().map(Source::File).collect();
     let mut shown = 0;
     let started = std::time::Instant::now();

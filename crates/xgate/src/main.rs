@@ -5,6 +5,7 @@ mod demo;
 mod gen_cmd;
 mod ingest_cmd;
 mod serve;
+mod stores;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ enum Command {
     Accounts(accounts_cmd::AccountsArgs),
     /// An account's request log and a per-day summary.
     Usage(accounts_cmd::UsageArgs),
+    /// Bring the store's schema up to date (every command does it too; this one says what it did).
+    Migrate(stores::MigrateArgs),
 }
 
 /// The store used when none is named.
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Usage(args) => accounts_cmd::usage(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Migrate(args) => stores::migrate(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     outcome.unwrap_or_else(|e| fail(&e))

@@ -11,17 +11,17 @@ use clap::Args;
 use tokio::net::TcpListener;
 use xgate_billing::Prices;
 use xgate_server::{AppState, Billing, BillingConfig, ServerConfig, router};
-use xgate_store_sqlite::SqliteStore;
 use xgate_upstream::config::LiveConfig;
 use xgate_upstream::metrics::Metrics;
 use xgate_upstream::{Live, Upstreams};
 
+use crate::stores::{self, Use};
 use crate::{DEFAULT_DB, db_path, demo};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The store: an SQLite file, created and migrated when absent [default: xgate.db, or
-    /// xgate-demo.db with --demo]
+    /// The store: an SQLite file, created and migrated when absent, or a PostgreSQL URL
+    /// (postgres://...) [default: xgate.db, or xgate-demo.db with --demo]
     #[arg(long, env = "XGATE_DB")]
     db: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port (the chosen address is printed).
@@ -53,9 +53,7 @@ pub struct ServeArgs {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let fallback = if args.demo { demo::DEMO_DB } else { DEFAULT_DB };
     let db = db_path(args.db, fallback);
-    let store = Arc::new(
-        SqliteStore::open(&db).with_context(|| format!("opening the store {}", db.display()))?,
-    );
+    let store = stores::open(&db, Use::Serve).await?;
     if args.demo {
         demo::load(store.clone()).await?;
     }
@@ -98,7 +96,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => state,
     };
     let demo_key = match args.demo && !args.no_billing {
-        true => Some(demo::key(&store).await?),
+        true => Some(demo::key(&*store).await?),
         false => None,
     };
     let listener = TcpListener::bind(&args.bind)
@@ -110,7 +108,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut banner = format!(
         "xgate {} listening on http://{addr}\nstore: {}\n",
         env!("CARGO_PKG_VERSION"),
-        db.display()
+        stores::redact(&db.to_string_lossy())
     );
     if let Some(names) = &upstream_names {
         banner.push_str(&format!("live data from: {names}\n"));
@@ -123,7 +121,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .write_all(banner.as_bytes())
         .and_then(|()| stdout.flush());
     drop(stdout);
-    tracing::info!(%addr, db = %db.display(), upstreams = ?upstream_names, "serving");
+    tracing::info!(%addr, db = %stores::redact(&db.to_string_lossy()), upstreams = ?upstream_names, "serving");
     axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await?;

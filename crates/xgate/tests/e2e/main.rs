@@ -2,6 +2,7 @@
 
 mod billing;
 mod ingest;
+mod postgres;
 mod serve;
 mod upstream;
 
@@ -88,10 +89,16 @@ impl Server {
     }
 
     pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let db = dir.join("xgate.db");
+        Self::start_on(dir, db.to_str().unwrap(), extra, env)
+    }
+
+    /// Starts `xgate serve --db DB`: a file, or a PostgreSQL URL; its log in `DIR/server.log`.
+    pub fn start_on(dir: &Path, db: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let log = dir.join("server.log");
         let mut child = Command::new(XGATE)
             .args(["serve", "--bind", "127.0.0.1:0", "--db"])
-            .arg(dir.join("xgate.db"))
+            .arg(db)
             .args(extra)
             .envs(env.iter().copied())
             .env_remove("XGATE_DB")

@@ -1,0 +1,103 @@
+//! `--db`: an SQLite file, or a PostgreSQL URL (`postgres://...`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use xgate_store::Backend;
+use xgate_store_postgres::{PostgresStore, is_postgres_url};
+use xgate_store_sqlite::SqliteStore;
+
+/// What the store is for: a bulk load may open an SQLite file in its faster way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    Serve,
+    BulkLoad,
+}
+
+/// Opens (and migrates) the store `db` names.
+pub async fn open(db: &Path, usage: Use) -> anyhow::Result<Arc<dyn Backend>> {
+    let name = db.to_string_lossy();
+    if is_postgres_url(&name) {
+        let store = PostgresStore::connect(&name)
+            .await
+            .with_context(|| format!("connecting to the database {}", redact(&name)))?;
+        return Ok(Arc::new(store));
+    }
+    let store = match usage {
+        Use::Serve => SqliteStore::open(db),
+        Use::BulkLoad => SqliteStore::open_for_bulk_load(db),
+    }
+    .with_context(|| format!("opening the store {}", db.display()))?;
+    Ok(Arc::new(store))
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The store: an SQLite file, or a PostgreSQL URL (postgres://...) [default: xgate.db]
+    #[arg(long, env = "XGATE_DB")]
+    db: Option<PathBuf>,
+}
+
+/// `xgate migrate`: applies the migrations the store lacks and says which. On PostgreSQL, nodes
+/// starting at the same moment wait for each other (an advisory lock), so running it first is
+/// optional; it makes upgrades explicit.
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let db = crate::db_path(args.db, crate::DEFAULT_DB);
+    let name = db.to_string_lossy();
+    if is_postgres_url(&name) {
+        let store = PostgresStore::connect_without_migrating(&name)?;
+        let found = store
+            .migrate()
+            .await
+            .with_context(|| format!("migrating {}", redact(&name)))?;
+        let latest = xgate_store_postgres::LATEST;
+        println!(
+            "{}: schema version {latest} ({})",
+            redact(&name),
+            if found == latest {
+                "already up to date".to_owned()
+            } else {
+                format!("was {found}")
+            }
+        );
+    } else {
+        SqliteStore::open(&db).with_context(|| format!("migrating {}", db.display()))?;
+        println!(
+            "{}: schema version {} (up to date)",
+            db.display(),
+            xgate_store_sqlite::SCHEMA_VERSION
+        );
+    }
+    Ok(())
+}
+
+/// A database URL fit for messages: any password replaced.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact("xgate.db"), "xgate.db");
+    }
+}
