@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use xgate_store::accounts::{
     Account, AccountId, AccountStore, AccountTerms, Audit, KeyAuth, KeyId, KeyInfo, KeySelector,
-    NewKey, Recorded, RequestRecord, StoredResponse, UsageDay, UsageRow,
+    NewKey, RateTaken, Recorded, RequestRecord, StoredResponse, UsageDay, UsageRow,
 };
 use xgate_store::{StoreError, StoreResult};
 
@@ -523,6 +523,50 @@ impl AccountStore for PostgresStore {
             credits_added: row.get(1),
             paid: row.get(2),
             charged_failures: row.get(3),
+        })
+    }
+
+    async fn take_rate(
+        &self,
+        account: AccountId,
+        now_ms: i64,
+        interval_ms: i64,
+        tolerance_ms: i64,
+    ) -> StoreResult<RateTaken> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO rate_limits AS r (account_id, tat_ms) VALUES ($1, $2::bigint + $3::bigint)
+                 ON CONFLICT (account_id) DO UPDATE
+                    SET tat_ms = greatest(r.tat_ms, $2::bigint) + $3::bigint
+                  WHERE greatest(r.tat_ms, $2::bigint) - $2::bigint <= $4::bigint
+                 RETURNING tat_ms",
+            )
+            .await
+            .map_err(db_error)?;
+        let taken = client
+            .query_opt(
+                &statement,
+                &[&account.0, &now_ms, &interval_ms, &tolerance_ms],
+            )
+            .await
+            .map_err(db_error)?;
+        if let Some(row) = taken {
+            return Ok(RateTaken {
+                allowed: true,
+                tat_ms: row.get(0),
+            });
+        }
+        let row = client
+            .query_one(
+                "SELECT tat_ms FROM rate_limits WHERE account_id = $1",
+                &[&account.0],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(RateTaken {
+            allowed: false,
+            tat_ms: row.get(0),
         })
     }
 }

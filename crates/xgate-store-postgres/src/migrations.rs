@@ -95,6 +95,13 @@ const MIGRATIONS: &[&str] = &[
         state   BYTEA NOT NULL
     );
     ",
+    // 2: rate limits shared by every node (GCRA state per account).
+    "
+    CREATE TABLE rate_limits (
+        account_id BIGINT PRIMARY KEY REFERENCES accounts (id),
+        tat_ms     BIGINT NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build writes.

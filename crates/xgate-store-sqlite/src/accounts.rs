@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 use xgate_store::StoreResult;
 use xgate_store::accounts::{
     Account, AccountId, AccountStore, AccountTerms, Audit, KeyAuth, KeyId, KeyInfo, KeySelector,
-    NewKey, Recorded, RequestRecord, StoredResponse, UsageDay, UsageRow,
+    NewKey, RateTaken, Recorded, RequestRecord, StoredResponse, UsageDay, UsageRow,
 };
 
 use crate::SqliteStore;
@@ -471,5 +471,44 @@ impl AccountStore for SqliteStore {
             conn.execute_batch("COMMIT")?;
             audit
         })
+    }
+
+    async fn take_rate(
+        &self,
+        account: AccountId,
+        now_ms: i64,
+        interval_ms: i64,
+        tolerance_ms: i64,
+    ) -> StoreResult<RateTaken> {
+        self.write(move |conn| {
+            let taken: Option<i64> = conn
+                .prepare_cached(
+                    "INSERT INTO rate_limits AS r (account_id, tat_ms) VALUES (?1, ?2 + ?3)
+                     ON CONFLICT (account_id) DO UPDATE SET tat_ms = max(r.tat_ms, ?2) + ?3
+                      WHERE max(r.tat_ms, ?2) - ?2 <= ?4
+                     RETURNING tat_ms",
+                )?
+                .query_row(params![account.0, now_ms, interval_ms, tolerance_ms], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match taken {
+                Some(tat_ms) => Ok(RateTaken {
+                    allowed: true,
+                    tat_ms,
+                }),
+                None => conn
+                    .query_row(
+                        "SELECT tat_ms FROM rate_limits WHERE account_id = ?1",
+                        [account.0],
+                        |r| r.get(0),
+                    )
+                    .map(|tat_ms| RateTaken {
+                        allowed: false,
+                        tat_ms,
+                    }),
+            }
+        })
+        .await
     }
 }

@@ -103,6 +103,13 @@ const MIGRATIONS: &[&str] = &[
         state   BLOB NOT NULL
     );
     ",
+    // 4: rate limits shared by processes on one store (GCRA state per account).
+    "
+    CREATE TABLE rate_limits (
+        account_id INTEGER PRIMARY KEY REFERENCES accounts (id),
+        tat_ms     INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build writes.

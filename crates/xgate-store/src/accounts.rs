@@ -182,6 +182,15 @@ pub struct AccountTerms {
 }
 
 /// The storage operations of accounts and billing.
+/// An account's rate-limit state shared by every node (GCRA: the "theoretical arrival time").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateTaken {
+    /// Whether the request fits the limit (and was counted).
+    pub allowed: bool,
+    /// The account's theoretical arrival time after this request, in ms since the epoch.
+    pub tat_ms: i64,
+}
+
 #[async_trait]
 pub trait AccountStore: Send + Sync + 'static {
     /// The account called `name`, created (with no credits) if absent.
@@ -246,4 +255,15 @@ pub trait AccountStore: Send + Sync + 'static {
 
     /// The books of an account, to check the money rules.
     async fn audit(&self, account: AccountId) -> StoreResult<Audit>;
+
+    /// Counts a request of `account` at `now_ms` against a limit of one request every
+    /// `interval_ms` with a burst of `tolerance_ms / interval_ms + 1` (GCRA), atomically across
+    /// every node of the store; a refused request is not counted.
+    async fn take_rate(
+        &self,
+        account: AccountId,
+        now_ms: i64,
+        interval_ms: i64,
+        tolerance_ms: i64,
+    ) -> StoreResult<RateTaken>;
 }

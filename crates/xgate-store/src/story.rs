@@ -42,7 +42,8 @@ macro_rules! story_tests {
             the_free_allowance_is_spent_first_and_renews_monthly,
             keys_are_found_by_hash_and_revoked_once,
             idempotent_responses_are_kept_with_their_charge,
-            usage_pages_newest_first_and_sums_by_day
+            usage_pages_newest_first_and_sums_by_day,
+            the_rate_limit_is_a_burst_then_one_per_interval
         );
     };
     (@optional_cases $make:path; $($case:ident),* $(,)?) => {
@@ -683,4 +684,35 @@ pub async fn usage_pages_newest_first_and_sums_by_day(store: &dyn AccountStore) 
         .collect();
     assert_eq!(days[0].day, "2026-11-26");
     assert_eq!(summary, [(1, 1, 1), (2, 1, 1), (2, 2, 2)]);
+}
+
+pub async fn the_rate_limit_is_a_burst_then_one_per_interval(store: &dyn AccountStore) {
+    let account = store.ensure_account("limited", NOW_MS).await.unwrap();
+    let other = store.ensure_account("other", NOW_MS).await.unwrap();
+    // 3 a minute: one every 20 s, a burst of 3.
+    let (interval, tolerance) = (20_000, 40_000);
+    let take = |id, at| store.take_rate(id, at, interval, tolerance);
+    for i in 0..3 {
+        let taken = take(account.id, NOW_MS).await.unwrap();
+        assert!(taken.allowed, "request {i} of the burst");
+        assert_eq!(taken.tat_ms, NOW_MS + 20_000 * (i + 1));
+    }
+    let refused = take(account.id, NOW_MS + 1_000).await.unwrap();
+    assert_eq!(
+        refused,
+        crate::accounts::RateTaken {
+            allowed: false,
+            tat_ms: NOW_MS + 60_000
+        },
+        "a refusal is not counted"
+    );
+    assert!(
+        take(other.id, NOW_MS).await.unwrap().allowed,
+        "each account its own"
+    );
+    assert!(
+        take(account.id, NOW_MS + 20_000).await.unwrap().allowed,
+        "one interval later"
+    );
+    assert!(!take(account.id, NOW_MS + 20_000).await.unwrap().allowed);
 }

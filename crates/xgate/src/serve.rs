@@ -68,6 +68,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let billing = BillingConfig {
             prices: Prices::parse(args.prices.iter().map(String::as_str))?,
             default_rate_limit: args.rate_limit.and_then(NonZeroU32::new),
+            // Nodes sharing a database share each account's limit.
+            shared_rate_limits: xgate_store_postgres::is_postgres_url(&db.to_string_lossy()),
         };
         AppState::metered(
             store.clone(),

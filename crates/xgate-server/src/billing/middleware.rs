@@ -146,7 +146,11 @@ impl Meta<'_> {
 async fn metered(meta: &mut Meta<'_>, req: Request, next: Next) -> Result<Response, ApiError> {
     let billing = meta.billing;
     let account = meta.caller.auth.account_id;
-    match billing.limits.check(account, meta.caller.auth.rate_limit) {
+    match billing
+        .limits
+        .take(account, meta.caller.auth.rate_limit)
+        .await?
+    {
         Decision::Unlimited => {}
         Decision::Allowed(window) => meta.window = Some(window),
         Decision::Limited {

@@ -33,6 +33,9 @@ pub struct BillingConfig {
     pub prices: Prices,
     /// Requests per minute per account, unless the account has its own limit.
     pub default_rate_limit: Option<NonZeroU32>,
+    /// Count rate limits in the store, so nodes sharing it enforce one limit together (for a
+    /// shared database); otherwise each process counts its own.
+    pub shared_rate_limits: bool,
 }
 
 /// Billing state of a server.
@@ -59,11 +62,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Billing {
     /// Starts billing over `accounts` (its meter's writer task runs on the current runtime).
     pub fn start(accounts: Arc<dyn AccountStore>, config: BillingConfig) -> Self {
+        let limits = if config.shared_rate_limits {
+            RateLimits::shared(config.default_rate_limit, accounts.clone())
+        } else {
+            RateLimits::new(config.default_rate_limit)
+        };
         Billing {
             meter: Meter::start(accounts.clone()),
             accounts,
             prices: config.prices,
-            limits: RateLimits::new(config.default_rate_limit),
+            limits,
             keys: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
         }

@@ -194,7 +194,7 @@ async fn prices_are_per_endpoint_and_the_free_allowance_goes_first() {
     let prices = Prices::parse(["POST /user/medias=3", "GET /user/medias=0"]).unwrap();
     let app = app(BillingConfig {
         prices,
-        default_rate_limit: None,
+        ..BillingConfig::default()
     })
     .await;
     let key = key(&app, "acme", 10).await;
@@ -273,10 +273,20 @@ async fn a_revoked_key_stops_working_within_a_second() {
 
 #[tokio::test]
 async fn rate_limits_answer_429_with_headers_and_cost_nothing() {
+    rate_limits(false).await;
+}
+
+#[tokio::test]
+async fn rate_limits_counted_in_the_store_answer_the_same() {
+    rate_limits(true).await;
+}
+
+async fn rate_limits(shared_rate_limits: bool) {
     let limit = NonZeroU32::new(3);
     let app = app(BillingConfig {
         prices: Prices::default(),
         default_rate_limit: limit,
+        shared_rate_limits,
     })
     .await;
     let key = key(&app, "acme", 100).await;

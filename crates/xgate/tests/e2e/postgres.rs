@@ -90,6 +90,34 @@ async fn two_nodes_on_one_database_behave_as_one_service() {
     assert_eq!(books["balance"], 0, "{books}");
     assert_eq!(books["balanced"], true, "{books}");
 
+    // One rate limit per account across the nodes: 5 a minute, 10 requests alternating.
+    let limited = create_key(Path::new(&db), "limited", 100);
+    xgate_ok(&[
+        "accounts",
+        "set",
+        "--db",
+        &db,
+        "--account",
+        "limited",
+        "--rate-limit",
+        "5",
+    ]);
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let node = &nodes[i % 2];
+        statuses.push(post(&node.base, &limited, json!({"user_id": user})).await.0);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        5,
+        "{statuses:?}"
+    );
+
     // A key revoked with the CLI stops on both nodes.
     let other = create_key(Path::new(&db), "other", 100);
     for node in &nodes {
