@@ -8,6 +8,7 @@
 
 mod accounts;
 mod migrations;
+mod transfer;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -12,6 +12,7 @@ pub mod accounts;
 pub mod sortable;
 #[cfg(feature = "story")]
 pub mod story;
+pub mod transfer;
 
 /// A stored tweet on its way out: its id and its JSON exactly as it was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +145,6 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// A whole store: tweets and accounts, as every backend provides.
-pub trait Backend: Store + accounts::AccountStore {}
+pub trait Backend: Store + accounts::AccountStore + transfer::Transfer {}
 
-impl<T: Store + accounts::AccountStore> Backend for T {}
+impl<T: Store + accounts::AccountStore + transfer::Transfer> Backend for T {}

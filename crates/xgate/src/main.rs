@@ -5,6 +5,7 @@ mod demo;
 mod gen_cmd;
 mod ingest_cmd;
 mod serve;
+mod store_cmd;
 mod stores;
 
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ enum Command {
     Usage(accounts_cmd::UsageArgs),
     /// Bring the store's schema up to date (every command does it too; this one says what it did).
     Migrate(stores::MigrateArgs),
+    /// Move a whole store to another (`xgate store copy --from xgate.db --to postgres://...`).
+    Store(store_cmd::StoreArgs),
 }
 
 /// The store used when none is named.
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
                 .map(|()| ExitCode::SUCCESS),
             Command::Usage(args) => accounts_cmd::usage(args).await.map(|()| ExitCode::SUCCESS),
             Command::Migrate(args) => stores::migrate(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Store(args) => store_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     outcome.unwrap_or_else(|e| fail(&e))

@@ -288,3 +288,69 @@ async fn a_node_answers_503_while_its_database_is_away_charges_nothing_and_recov
         "only the two 200s were charged: {books}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_store_moves_to_postgres_whole_and_keeps_working() {
+    let Some(db) = fresh_database("copy").await else {
+        return;
+    };
+    // An embedded store in use: tweets, an account with a key, charges in its ledger.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("xgate.db");
+    let file = file.to_str().unwrap();
+    let generated = dir.path().join("gen.jsonl");
+    xgate_ok(&[
+        "gen",
+        "--users",
+        "3",
+        "--per-user",
+        "400",
+        "--out",
+        generated.to_str().unwrap(),
+    ]);
+    xgate_ok(&["ingest", "--db", file, SEED, generated.to_str().unwrap()]);
+    let key = create_key(Path::new(file), "mover", 50);
+    let node = Server::start(dir.path(), &[]);
+    let user = "96479162";
+    let (status, first) = post(&node.base, &key, json!({"user_id": user, "limit": 2})).await;
+    assert_eq!(status, 200);
+    for _ in 0..4 {
+        assert_eq!(
+            post(&node.base, &key, json!({"user_id": user})).await.0,
+            200
+        );
+    }
+    assert!(node.stop());
+
+    let out = xgate_ok(&["store", "copy", "--from", file, "--to", &db]);
+    assert!(out.contains("ledger rows"), "{out}");
+    assert!(!out.contains("DIFFERS"), "{out}");
+    // Again: nothing left to do, and still the same.
+    let again = xgate_ok(&["store", "copy", "--from", file, "--to", &db]);
+    assert_eq!(again, out);
+
+    // The moved store serves the same key, the same credits, and tokens issued before the move.
+    let pg_dir = tempfile::tempdir().unwrap();
+    let moved = Server::start_on(pg_dir.path(), &db, &[], &[]);
+    let token = first["continuation_token"].as_str().unwrap();
+    let (status, next) = post(
+        &moved.base,
+        &key,
+        json!({"user_id": user, "continuation_token": token, "limit": 2}),
+    )
+    .await;
+    assert_eq!(status, 200, "{next}");
+    assert!(moved.stop());
+    let books: Value = serde_json::from_str(&xgate_ok(&[
+        "credits",
+        "show",
+        "--json",
+        "--db",
+        &db,
+        "--account",
+        "mover",
+    ]))
+    .unwrap();
+    assert_eq!(books["balance"], 50 - 5 - 1, "{books}");
+    assert_eq!(books["balanced"], true, "{books}");
+}
