@@ -1,7 +1,7 @@
 //! `xgate store copy`: a whole store to another, e.g. an embedded file to PostgreSQL.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -97,7 +97,7 @@ fn same(a: &Counts, b: &Counts) -> bool {
     )
 }
 
-fn report(from: &PathBuf, to: &PathBuf, a: &Counts, b: &Counts) {
+fn report(from: &Path, to: &Path, a: &Counts, b: &Counts) {
     let rows = [
         ("tweets", a.tweets as i64, b.tweets as i64),
         ("users", a.users as i64, b.users as i64),
