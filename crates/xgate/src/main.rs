@@ -4,6 +4,7 @@ mod accounts_cmd;
 mod demo;
 mod gen_cmd;
 mod ingest_cmd;
+mod pull_cmd;
 mod serve;
 mod store_cmd;
 mod stores;
@@ -41,6 +42,8 @@ enum Command {
     Migrate(stores::MigrateArgs),
     /// Move a whole store to another (`xgate store copy --from xgate.db --to postgres://...`).
     Store(store_cmd::StoreArgs),
+    /// Download a user's whole media timeline from any server of this API, as JSONL.
+    Pull(pull_cmd::PullArgs),
 }
 
 /// The store used when none is named.
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
             Command::Usage(args) => accounts_cmd::usage(args).await.map(|()| ExitCode::SUCCESS),
             Command::Migrate(args) => stores::migrate(args).await.map(|()| ExitCode::SUCCESS),
             Command::Store(args) => store_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Pull(args) => pull_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     outcome.unwrap_or_else(|e| fail(&e))

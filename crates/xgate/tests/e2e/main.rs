@@ -3,6 +3,7 @@
 mod billing;
 mod ingest;
 mod postgres;
+mod pull;
 mod serve;
 mod upstream;
 
