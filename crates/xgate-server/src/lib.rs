@@ -3,6 +3,7 @@
 pub mod billing;
 pub mod error;
 mod health;
+pub mod mcp;
 mod medias;
 pub mod openapi;
 pub mod params;
@@ -166,9 +167,27 @@ pub fn router(state: AppState) -> Router {
     doc.merge(account_doc);
     let doc = openapi::finish(doc, state.config(), state.billing().is_some());
     let doc_json = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serialises");
+    let doc_value = serde_json::to_value(&doc).expect("the OpenAPI document serialises");
+    // MCP tool calls go through the data routes, middleware and all.
+    let mcp = Router::new()
+        .route(
+            "/mcp",
+            axum::routing::post(mcp::post)
+                .get(mcp::not_offered)
+                .delete(mcp::not_offered),
+        )
+        .with_state(mcp::Mcp::new(
+            data.clone().with_state(state.clone()),
+            &doc_value,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            billing::middleware::free,
+        ));
     rest.merge(data)
         .merge(account)
         .route("/metrics", get(health::metrics))
+        .route_service("/mcp", mcp)
         .route(
             "/openapi.json",
             get(move || async move { ([(CONTENT_TYPE, "application/json")], doc_json.clone()) }),

@@ -2,6 +2,7 @@
 
 mod billing;
 mod ingest;
+mod mcp;
 mod postgres;
 mod pull;
 mod serve;
