@@ -139,6 +139,25 @@ impl AppState {
 }
 
 /// The whole HTTP API.
+/// The API reference page: it renders `/openapi.json` in the browser, with nothing fetched from
+/// elsewhere.
+const DOCS_PAGE: &str = include_str!("docs.html");
+
+const HOME_PAGE: &str = concat!(
+    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+    "<title>xgate</title></head><body style=\"font-family: system-ui, sans-serif; margin: 40px\">",
+    "<h1>xgate</h1><p>X user's media API.</p><ul>",
+    "<li><a href=\"/docs\">API reference</a> (interactive)</li>",
+    "<li><a href=\"/openapi.json\">OpenAPI document</a></li>",
+    "<li><code>/mcp</code>: Model Context Protocol endpoint for AI agents</li>",
+    "<li><a href=\"/healthz\">Health</a></li>",
+    "</ul></body></html>"
+);
+
+fn html(page: &'static str) -> impl IntoResponse {
+    ([(CONTENT_TYPE, "text/html; charset=utf-8")], page)
+}
+
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().body_limit;
     let (data, data_doc) = OpenApiRouter::new()
@@ -187,6 +206,8 @@ pub fn router(state: AppState) -> Router {
     rest.merge(data)
         .merge(account)
         .route("/metrics", get(health::metrics))
+        .route("/docs", get(|| async { html(DOCS_PAGE) }))
+        .route("/", get(|| async { html(HOME_PAGE) }))
         .route_service("/mcp", mcp)
         .route(
             "/openapi.json",

@@ -1,6 +1,7 @@
 //! The real `xgate` binary: its commands, and `xgate serve` on a free port, over real HTTP.
 
 mod billing;
+mod docs;
 mod ingest;
 mod mcp;
 mod postgres;
