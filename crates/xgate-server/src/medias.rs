@@ -19,8 +19,14 @@ use crate::params::{BodyPage, PageRequest, QueryPage};
 #[allow(dead_code)]
 struct IdempotencyKey {
     /// Retrying with the same key within 24 hours replays the first successful response and is
-    /// not charged again; the same key with a different request is a 422.
-    #[param(rename = "Idempotency-Key", max_length = 255)]
+    /// not charged again; the same key with a different request is a 422, and while the first
+    /// request with it still runs, a 409. 1 to 255 visible ASCII characters.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]{1,255}$"
+    )]
     idempotency_key: Option<String>,
 }
 

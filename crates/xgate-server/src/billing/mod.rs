@@ -119,12 +119,12 @@ impl Billing {
     /// Marks `(account, key)` as running; `None` if it already is.
     fn begin_idempotent(&self, account: AccountId, key: &str) -> Option<InFlight<'_>> {
         let entry = (account, key.to_owned());
-        lock(&self.in_flight)
-            .insert(entry.clone())
-            .then_some(InFlight {
-                billing: self,
-                entry,
-            })
+        // The lock is released before an `InFlight` can exist: dropping one takes the lock.
+        let inserted = lock(&self.in_flight).insert(entry.clone());
+        inserted.then(|| InFlight {
+            billing: self,
+            entry,
+        })
     }
 }
 
@@ -141,18 +141,54 @@ impl Drop for InFlight<'_> {
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(AUTHORIZATION) {
+    let bearer = headers.get(AUTHORIZATION).map(|value| {
         // A credential in another scheme, or not text, is a wrong key rather than no key.
-        let bearer = value
+        value
             .to_str()
             .ok()
             .and_then(|v| v.trim().split_once(' '))
-            .and_then(|(scheme, key)| scheme.eq_ignore_ascii_case("bearer").then(|| key.trim()));
-        return Some(bearer.unwrap_or(""));
-    }
-    headers
+            .and_then(|(scheme, key)| scheme.eq_ignore_ascii_case("bearer").then(|| key.trim()))
+            .unwrap_or("")
+    });
+    let api_key = headers
         .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
+        .map(|v| v.to_str().map(str::trim).unwrap_or(""));
+    match (bearer, api_key) {
+        // Two different credentials: neither is trusted.
+        (Some(a), Some(b)) if a != b => Some(""),
+        (Some(key), _) => Some(key),
+        (None, Some(key)) => Some(key).filter(|k| !k.is_empty()),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use xgate_store_sqlite::SqliteStore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_idempotency_key_in_use_is_refused_without_blocking_and_freed_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join("b.db")).unwrap());
+        let billing = Billing::start(store, BillingConfig::default());
+        let account = AccountId(1);
+        let first = billing
+            .begin_idempotent(account, "k")
+            .expect("free at first");
+        // A second use while the first runs is refused; this used to deadlock the thread.
+        assert!(billing.begin_idempotent(account, "k").is_none());
+        assert!(
+            billing.begin_idempotent(AccountId(2), "k").is_some(),
+            "per account"
+        );
+        drop(first);
+        assert!(
+            billing.begin_idempotent(account, "k").is_some(),
+            "free again"
+        );
+    }
 }

@@ -110,11 +110,14 @@ pub async fn credits(
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// Rows per page, 1 to 500.
-    #[param(minimum = 1, maximum = 500, default = 50)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500, default = 50)]
     pub limit: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
-    /// Only requests from this time on: `2026-11-01` or `2026-11-01T12:00:00Z`.
+    /// Only requests from this time on: an RFC 3339 time such as `2026-11-01T12:00:00Z` (a
+    /// plain date, `2026-11-01`, is read as its midnight UTC).
+    #[param(format = DateTime)]
     pub since: Option<String>,
 }
 

@@ -121,6 +121,18 @@ async fn data_endpoints_need_a_valid_key() {
             .status,
         StatusCode::OK
     );
+    // The same key twice is fine; two different credentials are refused, whichever is valid.
+    let both = [("authorization", bearer(&key)), ("x-api-key", key.clone())];
+    let both: Vec<(&str, &str)> = both.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    assert_eq!(get(&app, PAGE, &both).await.status, StatusCode::OK);
+    let mixed = get(
+        &app,
+        PAGE,
+        &[("authorization", &bearer(&key)), ("x-api-key", "xg_live_x")],
+    )
+    .await;
+    assert_eq!(mixed.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(mixed.body["code"], "invalid_api_key");
     // Nothing free is gated: the document and the health check stay open.
     assert_eq!(app.get("/openapi.json").await.0, StatusCode::OK);
     assert_eq!(app.get("/healthz").await.0, StatusCode::OK);
