@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use xgate_billing::{Prices, clock, keys};
 use xgate_model::sample::record;
 use xgate_server::BillingConfig;
-use xgate_store::accounts::{AccountStore, AccountTerms, KeySelector};
+use xgate_store::accounts::{AccountTerms, KeySelector};
 
 use crate::TestApp;
 

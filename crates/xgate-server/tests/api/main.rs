@@ -18,15 +18,47 @@ use serde_json::Value;
 use tower::ServiceExt;
 use xgate_model::TweetRecord;
 use xgate_server::{AppState, Billing, BillingConfig, ServerConfig, router};
-use xgate_store::Store;
+use xgate_store::Backend;
+use xgate_store_postgres::PostgresStore;
 use xgate_store_sqlite::SqliteStore;
 
-/// An app over its own store in a temporary directory.
+/// An app over its own store: an SQLite file in a temporary directory, or, with
+/// `XGATE_TEST_BACKEND=postgres`, a fresh schema of the test PostgreSQL (`XGATE_TEST_POSTGRES`);
+/// CI runs this suite both ways.
 pub struct TestApp {
     pub router: Router,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn Backend>,
     pub state: AppState,
     pub dir: tempfile::TempDir,
+    /// The store's file or URL, to open it again.
+    pub db: String,
+}
+
+/// Whether this run uses PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("XGATE_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// A new store, and what names it.
+pub async fn fresh_store(dir: &std::path::Path) -> (Arc<dyn Backend>, String) {
+    if on_postgres() {
+        let url = xgate_store_postgres::testing::fresh_database("api")
+            .await
+            .expect("XGATE_TEST_BACKEND=postgres needs a reachable PostgreSQL");
+        (open_store(&url).await, url)
+    } else {
+        let path = dir.join("api.db").to_str().unwrap().to_owned();
+        (open_store(&path).await, path)
+    }
+}
+
+/// Another handle on the store `db` names.
+pub async fn open_store(db: &str) -> Arc<dyn Backend> {
+    if xgate_store_postgres::is_postgres_url(db) {
+        Arc::new(PostgresStore::connect(db).await.unwrap())
+    } else {
+        Arc::new(SqliteStore::open(db).unwrap())
+    }
 }
 
 impl TestApp {
@@ -49,7 +81,7 @@ impl TestApp {
         billing: Option<BillingConfig>,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path().join("api.db")).unwrap());
+        let (store, db) = fresh_store(dir.path()).await;
         if !tweets.is_empty() {
             store.upsert_tweets(tweets).await.unwrap();
         }
@@ -67,6 +99,7 @@ impl TestApp {
             store,
             state,
             dir,
+            db,
         }
     }
 

@@ -4,7 +4,6 @@ use xgate_model::examples::seed_response;
 use xgate_model::sample::record;
 use xgate_model::wire::MediasResponse;
 use xgate_server::{AppState, ServerConfig, router};
-use xgate_store_sqlite::SqliteStore;
 
 use crate::{TestApp, ids, seed_records};
 
@@ -180,24 +179,25 @@ async fn tokens_survive_a_restart() {
     let app = TestApp::new((1..=5).map(|i| record(i, 5, true)).collect()).await;
     let (_, first) = app.get("/user/medias?user_id=5&limit=2").await;
     let token = first["continuation_token"].as_str().unwrap().to_owned();
-    let path = app.store.path().to_path_buf();
     let TestApp {
         dir,
         store,
         router: old,
         state: old_state,
+        db,
     } = app;
     drop((store, old, old_state));
 
-    let reopened = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
-    let state = AppState::new(reopened, ServerConfig::default())
+    let reopened = crate::open_store(&db).await;
+    let state = AppState::new(reopened.clone(), ServerConfig::default())
         .await
         .unwrap();
     let app = TestApp {
         router: router(state.clone()),
-        store: std::sync::Arc::new(SqliteStore::open(&path).unwrap()),
+        store: reopened,
         state,
         dir,
+        db,
     };
     let (status, next) = app
         .get(&format!(

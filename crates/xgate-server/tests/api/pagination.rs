@@ -8,7 +8,6 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use xgate_model::TweetRecord;
 use xgate_model::sample::record;
-use xgate_store::Store;
 
 use crate::{TestApp, ids};
 
@@ -63,7 +62,10 @@ proptest! {
         limit in 1usize..=20,
         arrivals in prop::collection::vec(1usize..4, 0..6),
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             // Newer tweets arrive above everything already stored.
             let top = tweets.iter().map(|&(id, _)| id).max().unwrap_or(0);

@@ -76,7 +76,10 @@ proptest! {
 
     #[test]
     fn random_tokens_are_refused(token in "\\PC{0,64}", user in any::<u64>()) {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let status = rt.block_on(async {
             let app = app().await;
             status_for(&app, user, &token).await

@@ -17,8 +17,8 @@ use tower::ServiceExt;
 use xgate_billing::{clock, keys};
 use xgate_model::UserId;
 use xgate_server::{AppState, Billing, BillingConfig, ServerConfig, router};
-use xgate_store::Store;
-use xgate_store::accounts::AccountStore;
+use xgate_store::Backend;
+use xgate_store_postgres::PostgresStore;
 use xgate_store_sqlite::SqliteStore;
 use xgate_upstream::config::{CacheConfig, CallConfig, Secret};
 use xgate_upstream::metrics::Metrics;
@@ -53,7 +53,7 @@ fn relay(fake: &Fake) -> Box<dyn Connector> {
 
 struct App {
     router: Router,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Backend>,
     /// The cache's clock, in milliseconds: tests move it.
     clock: Arc<AtomicI64>,
     key: Option<String>,
@@ -88,7 +88,16 @@ impl Answer {
 impl App {
     async fn new(members: Vec<(&str, Box<dyn Connector>)>, billed: bool) -> App {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path().join("live.db")).unwrap());
+        // An SQLite file, or with XGATE_TEST_BACKEND=postgres a fresh PostgreSQL schema.
+        let store: Arc<dyn Backend> =
+            if std::env::var("XGATE_TEST_BACKEND").is_ok_and(|b| b == "postgres") {
+                let url = xgate_store_postgres::testing::fresh_database("live")
+                    .await
+                    .expect("XGATE_TEST_BACKEND=postgres needs a reachable PostgreSQL");
+                Arc::new(PostgresStore::connect(&url).await.unwrap())
+            } else {
+                Arc::new(SqliteStore::open(dir.path().join("live.db")).unwrap())
+            };
         let state = if billed {
             let billing = Billing::start(store.clone(), BillingConfig::default());
             AppState::metered(store.clone(), ServerConfig::default(), billing)
