@@ -310,20 +310,14 @@ impl AccountStore for PostgresStore {
             let account = accounts
                 .get_mut(&rec.account)
                 .ok_or_else(|| missing_account(rec.account))?;
-            if account.free_period != month {
-                account.free_period = month.to_owned();
-                account.free_used = 0;
-            }
-            let free_left = account.free_left(month);
-            let free = rec.cost.min(free_left);
-            let paid = rec.cost - free;
-            if paid > account.balance {
-                outcomes.push(Recorded::Insufficient {
-                    balance: account.balance,
-                    free_left,
-                });
-                continue;
-            }
+            let split = match account.split(rec.cost, month) {
+                Ok(split) => split,
+                Err(refused) => {
+                    outcomes.push(refused);
+                    continue;
+                }
+            };
+            let (paid, free) = (split.paid, split.free);
             let status = i32::from(rec.status);
             let params: [&(dyn ToSql + Sync); 10] = [
                 &rec.request_id,
@@ -342,8 +336,7 @@ impl AccountStore for PostgresStore {
                 outcomes.push(Recorded::Duplicate);
                 continue;
             }
-            account.balance -= paid;
-            account.free_used += free;
+            let done = account.apply(split, month);
             if let Some((key, response)) = &rec.idempotency {
                 let status = i32::from(response.status);
                 tx.execute(
@@ -363,12 +356,7 @@ impl AccountStore for PostgresStore {
             }
             let used = last_used.entry(rec.key).or_insert(rec.at_ms);
             *used = (*used).max(rec.at_ms);
-            outcomes.push(Recorded::Done {
-                paid,
-                free,
-                balance: account.balance,
-                free_left: account.free_left(month),
-            });
+            outcomes.push(done);
         }
         for account in accounts.values() {
             tx.execute(

@@ -101,20 +101,14 @@ fn record_batch(
                     account_by_id(&tx, rec.account)?.ok_or_else(|| missing_account(rec.account))?,
                 ),
             };
-            if account.free_period != month {
-                account.free_period = month.to_owned();
-                account.free_used = 0;
-            }
-            let free_left = account.free_left(month);
-            let free = rec.cost.min(free_left);
-            let paid = rec.cost - free;
-            if paid > account.balance {
-                outcomes.push(Recorded::Insufficient {
-                    balance: account.balance,
-                    free_left,
-                });
-                continue;
-            }
+            let split = match account.split(rec.cost, month) {
+                Ok(split) => split,
+                Err(refused) => {
+                    outcomes.push(refused);
+                    continue;
+                }
+            };
+            let (paid, free) = (split.paid, split.free);
             let inserted = insert.execute(params![
                 rec.request_id,
                 rec.account.0,
@@ -131,8 +125,7 @@ fn record_batch(
                 outcomes.push(Recorded::Duplicate);
                 continue;
             }
-            account.balance -= paid;
-            account.free_used += free;
+            let done = account.apply(split, month);
             if let Some((key, response)) = &rec.idempotency {
                 keep.execute(params![
                     rec.account.0,
@@ -146,12 +139,7 @@ fn record_batch(
             }
             let used = last_used.entry(rec.key).or_insert(rec.at_ms);
             *used = (*used).max(rec.at_ms);
-            outcomes.push(Recorded::Done {
-                paid,
-                free,
-                balance: account.balance,
-                free_left: account.free_left(month),
-            });
+            outcomes.push(done);
         }
         let mut update = tx.prepare_cached(
             "UPDATE accounts SET balance = ?2, free_used = ?3, free_period = ?4 WHERE id = ?1",

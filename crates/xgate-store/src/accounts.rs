@@ -37,7 +37,48 @@ pub struct Account {
     pub created_ms: i64,
 }
 
+/// A charge an account can cover: how much of it is paid and how much comes from the free
+/// allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    pub paid: i64,
+    pub free: i64,
+}
+
 impl Account {
+    /// How a charge of `cost` in `month` would be covered (the free allowance first, then the
+    /// balance), or `Recorded::Insufficient` when it cannot be. Starts the month's allowance
+    /// afresh when `month` is new; otherwise changes nothing. Every backend applies charges by
+    /// this rule and [`Account::apply`], inside the transaction that writes the ledger row.
+    pub fn split(&mut self, cost: i64, month: &str) -> Result<Split, Recorded> {
+        if self.free_period != month {
+            self.free_period = month.to_owned();
+            self.free_used = 0;
+        }
+        let free_left = self.free_left(month);
+        let free = cost.min(free_left);
+        let paid = cost - free;
+        if paid > self.balance {
+            return Err(Recorded::Insufficient {
+                balance: self.balance,
+                free_left,
+            });
+        }
+        Ok(Split { paid, free })
+    }
+
+    /// Applies a charge `split` said the account covers (once its ledger row is written).
+    pub fn apply(&mut self, split: Split, month: &str) -> Recorded {
+        self.balance -= split.paid;
+        self.free_used += split.free;
+        Recorded::Done {
+            paid: split.paid,
+            free: split.free,
+            balance: self.balance,
+            free_left: self.free_left(month),
+        }
+    }
+
     /// Free credits left in `month` (`YYYY-MM`).
     pub fn free_left(&self, month: &str) -> i64 {
         let used = if self.free_period == month {

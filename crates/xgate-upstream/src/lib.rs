@@ -93,3 +93,17 @@ impl UpstreamError {
         }
     }
 }
+
+/// The error an HTTP status other than 200 means, the same for every connector: 404 the user is
+/// unknown, 429 rate limited (`retry_after` when known), 5xx worth retrying, any other refused.
+pub(crate) fn status_error(
+    status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+) -> UpstreamError {
+    match status.as_u16() {
+        404 => UpstreamError::NotFound,
+        429 => UpstreamError::RateLimited { retry_after },
+        500..=599 => UpstreamError::ServerError(format!("HTTP {status}")),
+        _ => UpstreamError::Refused(format!("HTTP {status}")),
+    }
+}

@@ -14,7 +14,7 @@ use xgate_model::{TweetRecord, UserId};
 
 use crate::config::{CallConfig, Secret};
 use crate::x_api_v2::{retry_after, transport};
-use crate::{Connector, UpstreamError, UpstreamPage};
+use crate::{Connector, UpstreamError, UpstreamPage, status_error};
 
 /// Results a call asks for: the contract's maximum.
 const PAGE: u32 = 20;
@@ -87,18 +87,8 @@ impl Connector for Relay {
             .await
             .map_err(|e| UpstreamError::Unavailable(transport(e)))?;
         let status = response.status();
-        match status {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Err(UpstreamError::NotFound),
-            StatusCode::TOO_MANY_REQUESTS => {
-                return Err(UpstreamError::RateLimited {
-                    retry_after: retry_after(response.headers()),
-                });
-            }
-            s if s.is_server_error() => {
-                return Err(UpstreamError::ServerError(format!("HTTP {status}")));
-            }
-            _ => return Err(UpstreamError::Refused(format!("HTTP {status}"))),
+        if status != StatusCode::OK {
+            return Err(status_error(status, retry_after(response.headers())));
         }
         let body = response
             .bytes()

@@ -17,7 +17,7 @@ use xgate_ingest::formats::x_api_v2::{Page, map_page};
 use xgate_model::{TweetId, TweetRecord, UserId};
 
 use crate::config::{CallConfig, Secret};
-use crate::{Connector, UpstreamError, UpstreamPage};
+use crate::{Connector, UpstreamError, UpstreamPage, status_error};
 
 /// What each call asks for: every field the tweet format is built from.
 const QUERY: &[(&str, &str)] = &[
@@ -137,20 +137,12 @@ impl Connector for XApiV2 {
             .map_err(|e| UpstreamError::Unavailable(transport(e)))?;
         self.note_window(response.headers());
         let status = response.status();
-        match status {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Err(UpstreamError::NotFound),
-            StatusCode::TOO_MANY_REQUESTS => {
-                return Err(UpstreamError::RateLimited {
-                    retry_after: self
-                        .blocked_for()
-                        .or_else(|| retry_after(response.headers())),
-                });
-            }
-            s if s.is_server_error() => {
-                return Err(UpstreamError::ServerError(format!("HTTP {status}")));
-            }
-            _ => return Err(UpstreamError::Refused(format!("HTTP {status}"))),
+        if status != StatusCode::OK {
+            return Err(status_error(
+                status,
+                self.blocked_for()
+                    .or_else(|| retry_after(response.headers())),
+            ));
         }
         let body = response
             .bytes()
