@@ -132,5 +132,8 @@ pub async fn guide(
     }
     writeln!(out, "  curl -s {base}/openapi.json")?;
     writeln!(out)?;
+    writeln!(out, "API reference in a browser: {base}/docs")?;
+    writeln!(out, "MCP endpoint for agents: {base}/mcp")?;
+    writeln!(out)?;
     Ok(out)
 }
