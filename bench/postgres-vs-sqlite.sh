@@ -16,7 +16,7 @@ xgate=$PWD/target/release/xgate
 work=$(mktemp -d)
 schema=xgate_bench_$$
 psql "$base" -qc "CREATE SCHEMA $schema"
-trap 'cd /; rm -rf "$work"; psql "$base" -qc "DROP SCHEMA $schema CASCADE"' EXIT
+trap 'cd /; rm -rf "$work"; psql "$base" -qc "SET client_min_messages = warning; DROP SCHEMA $schema CASCADE"' EXIT
 pg="$base?options=-c%20search_path%3D$schema"
 cd "$work"
 "$xgate" gen --users 200 --per-user 500 --seed 5 --out tweets.jsonl 2>/dev/null

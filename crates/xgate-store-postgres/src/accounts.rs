@@ -3,11 +3,10 @@
 //! its one transaction, not of any request: nodes charging one account take turns per commit,
 //! and the balance check and the ledger row are atomic across all of them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 use xgate_store::accounts::{
     Account, AccountId, AccountStore, AccountTerms, Audit, KeyAuth, KeyId, KeyInfo, KeySelector,
     NewKey, RateTaken, Recorded, RequestRecord, StoredResponse, UsageDay, UsageRow,
@@ -283,30 +282,29 @@ impl AccountStore for PostgresStore {
             .map_err(db_error)?;
         let mut accounts: HashMap<AccountId, Account> =
             rows.iter().map(account_row).map(|a| (a.id, a)).collect();
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO requests (request_id, account_id, key_id, at_ms, endpoint, status,
-                                       cost, paid, free, latency_us)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 ON CONFLICT (request_id) DO NOTHING",
+        // Request ids already in the ledger (a batch recorded before): those are duplicates.
+        let request_ids: Vec<&str> = batch.iter().map(|r| r.request_id.as_str()).collect();
+        let known: HashSet<String> = tx
+            .query(
+                "SELECT request_id FROM requests WHERE request_id = ANY($1)",
+                &[&request_ids],
             )
             .await
-            .map_err(db_error)?;
-        let keep = tx
-            .prepare_cached(
-                "INSERT INTO idempotency
-                     (account_id, key, request_hash, status, body, request_id, created_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (account_id, key) DO UPDATE SET
-                     request_hash = excluded.request_hash, status = excluded.status,
-                     body = excluded.body, request_id = excluded.request_id,
-                     created_ms = excluded.created_ms",
-            )
-            .await
-            .map_err(db_error)?;
-        let mut last_used: HashMap<KeyId, i64> = HashMap::new();
+            .map_err(db_error)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+
+        // The money rule, request by request, in order; then every ledger row in one statement.
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut charged: Vec<(&RequestRecord, i64, i64)> = Vec::with_capacity(batch.len());
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut last_used: HashMap<KeyId, i64> = HashMap::new();
         for rec in &batch {
+            if known.contains(&rec.request_id) || !seen.insert(&rec.request_id) {
+                outcomes.push(Recorded::Duplicate);
+                continue;
+            }
             let account = accounts
                 .get_mut(&rec.account)
                 .ok_or_else(|| missing_account(rec.account))?;
@@ -317,46 +315,65 @@ impl AccountStore for PostgresStore {
                     continue;
                 }
             };
-            let (paid, free) = (split.paid, split.free);
-            let status = i32::from(rec.status);
-            let params: [&(dyn ToSql + Sync); 10] = [
-                &rec.request_id,
-                &rec.account.0,
-                &rec.key.0,
-                &rec.at_ms,
-                &rec.endpoint,
-                &status,
-                &rec.cost,
-                &paid,
-                &free,
-                &rec.latency_us,
-            ];
-            let inserted = tx.execute(&insert, &params).await.map_err(db_error)?;
-            if inserted == 0 {
-                outcomes.push(Recorded::Duplicate);
-                continue;
-            }
-            let done = account.apply(split, month);
-            if let Some((key, response)) = &rec.idempotency {
-                let status = i32::from(response.status);
-                tx.execute(
-                    &keep,
-                    &[
-                        &rec.account.0,
-                        key,
-                        &&response.request_hash[..],
-                        &status,
-                        &response.body,
-                        &response.request_id,
-                        &response.created_ms,
-                    ],
-                )
-                .await
-                .map_err(db_error)?;
-            }
+            outcomes.push(account.apply(split, month));
+            charged.push((rec, split.paid, split.free));
             let used = last_used.entry(rec.key).or_insert(rec.at_ms);
             *used = (*used).max(rec.at_ms);
-            outcomes.push(done);
+        }
+        if !charged.is_empty() {
+            let column = |f: fn(&(&RequestRecord, i64, i64)) -> i64| {
+                charged.iter().map(f).collect::<Vec<i64>>()
+            };
+            let ids: Vec<&str> = charged.iter().map(|c| c.0.request_id.as_str()).collect();
+            let endpoints: Vec<&str> = charged.iter().map(|c| c.0.endpoint.as_str()).collect();
+            let statuses: Vec<i32> = charged.iter().map(|c| i32::from(c.0.status)).collect();
+            tx.execute(
+                "INSERT INTO requests (request_id, account_id, key_id, at_ms, endpoint, status,
+                                       cost, paid, free, latency_us)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[],
+                                      $5::text[], $6::int[], $7::bigint[], $8::bigint[],
+                                      $9::bigint[], $10::bigint[])",
+                &[
+                    &ids,
+                    &column(|c| c.0.account.0),
+                    &column(|c| c.0.key.0),
+                    &column(|c| c.0.at_ms),
+                    &endpoints,
+                    &statuses,
+                    &column(|c| c.0.cost),
+                    &column(|c| c.1),
+                    &column(|c| c.2),
+                    &column(|c| c.0.latency_us),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        for (rec, _, _) in &charged {
+            let Some((key, response)) = &rec.idempotency else {
+                continue;
+            };
+            let status = i32::from(response.status);
+            tx.execute(
+                "INSERT INTO idempotency
+                     (account_id, key, request_hash, status, body, request_id, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (account_id, key) DO UPDATE SET
+                     request_hash = excluded.request_hash, status = excluded.status,
+                     body = excluded.body, request_id = excluded.request_id,
+                     created_ms = excluded.created_ms",
+                &[
+                    &rec.account.0,
+                    key,
+                    &&response.request_hash[..],
+                    &status,
+                    &response.body,
+                    &response.request_id,
+                    &response.created_ms,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
         }
         for account in accounts.values() {
             tx.execute(
