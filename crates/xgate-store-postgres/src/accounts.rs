@@ -65,6 +65,20 @@ async fn account_by_id(
     Ok(row.as_ref().map(account_row))
 }
 
+async fn account_by_name(
+    client: &impl deadpool_postgres::GenericClient,
+    name: &str,
+) -> StoreResult<Option<Account>> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1"),
+            &[&name],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(row.as_ref().map(account_row))
+}
+
 async fn key_by_id(
     client: &impl deadpool_postgres::GenericClient,
     id: KeyId,
@@ -94,26 +108,14 @@ impl AccountStore for PostgresStore {
             )
             .await
             .map_err(db_error)?;
-        let row = client
-            .query_one(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1"),
-                &[&name],
-            )
-            .await
-            .map_err(db_error)?;
-        Ok(account_row(&row))
+        account_by_name(&client, name)
+            .await?
+            .ok_or_else(|| StoreError::Backend(format!("the account {name:?} is gone")))
     }
 
     async fn account_by_name(&self, name: &str) -> StoreResult<Option<Account>> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1"),
-                &[&name],
-            )
-            .await
-            .map_err(db_error)?;
-        Ok(row.as_ref().map(account_row))
+        account_by_name(&client, name).await
     }
 
     async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {

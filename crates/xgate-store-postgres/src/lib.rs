@@ -138,6 +138,20 @@ fn limit(n: usize) -> i64 {
 }
 
 impl PostgresStore {
+    /// The row a prepared per-user lookup finds, if any.
+    async fn row_by_user(
+        &self,
+        sql: &str,
+        user: UserId,
+    ) -> StoreResult<Option<tokio_postgres::Row>> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+        client
+            .query_opt(&statement, &[&to_column(user.get())])
+            .await
+            .map_err(db_error)
+    }
+
     async fn page_rows(
         &self,
         sql: (&str, &str),
@@ -225,15 +239,9 @@ impl Store for PostgresStore {
     }
 
     async fn sync_state(&self, user: UserId) -> StoreResult<Option<Vec<u8>>> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT state FROM upstream_sync WHERE user_id = $1")
-            .await
-            .map_err(db_error)?;
-        let row = client
-            .query_opt(&statement, &[&to_column(user.get())])
-            .await
-            .map_err(db_error)?;
+        let row = self
+            .row_by_user("SELECT state FROM upstream_sync WHERE user_id = $1", user)
+            .await?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -251,15 +259,9 @@ impl Store for PostgresStore {
     }
 
     async fn user_exists(&self, user: UserId) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT 1 FROM users WHERE user_id = $1")
-            .await
-            .map_err(db_error)?;
-        let row = client
-            .query_opt(&statement, &[&to_column(user.get())])
-            .await
-            .map_err(db_error)?;
+        let row = self
+            .row_by_user("SELECT 1 FROM users WHERE user_id = $1", user)
+            .await?;
         Ok(row.is_some())
     }
 

@@ -22,27 +22,33 @@ impl Transfer for SqliteStore {
         after: Option<TweetId>,
         limit: usize,
     ) -> StoreResult<Vec<TweetRecord>> {
-        let after = after.map_or(i64::MIN, |a| to_column(a.get()));
-        let include_first = i64::from(after == i64::MIN);
         self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT json FROM tweets WHERE tweet_id > ?1 OR (?3 = 1 AND tweet_id = ?1)
-                  ORDER BY tweet_id LIMIT ?2",
-            )?
-            .query_map(params![after, sql_limit(limit), include_first], |row| {
-                row.get::<_, String>(0)
-            })?
-            .map(|json| {
-                let json = json?;
-                TweetRecord::from_json(&json).map_err(|e| {
+            let mut statement;
+            let mut rows = match after {
+                None => {
+                    statement =
+                        conn.prepare_cached("SELECT json FROM tweets ORDER BY tweet_id LIMIT ?1")?;
+                    statement.query(params![sql_limit(limit)])?
+                }
+                Some(after) => {
+                    statement = conn.prepare_cached(
+                        "SELECT json FROM tweets WHERE tweet_id > ?1 ORDER BY tweet_id LIMIT ?2",
+                    )?;
+                    statement.query(params![to_column(after.get()), sql_limit(limit)])?
+                }
+            };
+            let mut tweets = Vec::new();
+            while let Some(row) = rows.next()? {
+                let json: String = row.get(0)?;
+                tweets.push(TweetRecord::from_json(&json).map_err(|e| {
                     rusqlite::Error::FromSqlConversionFailure(
                         0,
                         rusqlite::types::Type::Text,
                         Box::new(e),
                     )
-                })
-            })
-            .collect()
+                })?);
+            }
+            Ok(tweets)
         })
     }
 

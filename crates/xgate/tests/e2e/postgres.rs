@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use xgate_store_postgres::testing::fresh_database;
 
-use crate::{SEED, Server, create_key, xgate, xgate_ok};
+use crate::{SEED, Server, books, create_key, xgate, xgate_ok};
 
 async fn post(base: &str, key: &str, body: Value) -> (u16, Value) {
     let path = if body.get("continuation_token").is_some() {
@@ -98,16 +98,7 @@ async fn two_nodes_on_one_database_behave_as_one_service() {
         }
     }
     assert_eq!(ok, left);
-    let books: Value = serde_json::from_str(&xgate_ok(&[
-        "credits",
-        "show",
-        "--json",
-        "--db",
-        &db,
-        "--account",
-        "shared",
-    ]))
-    .unwrap();
+    let books = books(Path::new(&db), "shared");
     assert_eq!(books["balance"], 0, "{books}");
     assert_eq!(books["balanced"], true, "{books}");
 
@@ -293,16 +284,7 @@ async fn a_node_answers_503_while_its_database_is_away_charges_nothing_and_recov
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(node.stop());
-    let books: Value = serde_json::from_str(&xgate_ok(&[
-        "credits",
-        "show",
-        "--json",
-        "--db",
-        &db,
-        "--account",
-        "buyer",
-    ]))
-    .unwrap();
+    let books = books(Path::new(&db), "buyer");
     assert_eq!(books["balanced"], true, "{books}");
     assert_eq!(
         books["balance"], 98,
@@ -362,16 +344,7 @@ async fn an_embedded_store_moves_to_postgres_whole_and_keeps_working() {
     .await;
     assert_eq!(status, 200, "{next}");
     assert!(moved.stop());
-    let books: Value = serde_json::from_str(&xgate_ok(&[
-        "credits",
-        "show",
-        "--json",
-        "--db",
-        &db,
-        "--account",
-        "mover",
-    ]))
-    .unwrap();
+    let books = books(Path::new(&db), "mover");
     assert_eq!(books["balance"], 50 - 5 - 1, "{books}");
     assert_eq!(books["balanced"], true, "{books}");
 }
