@@ -22,11 +22,11 @@ cd "$work"
 printf '| format | input | MiB | seconds | tweets/s | peak RSS MiB |\n|---|---|---|---|---|---|\n'
 for case in "jsonl tweets.jsonl" "x-api-v2 pages.jsonl" "x-archive archive"; do
     set -- $case
-    rm -f "$1.db" "$1.db-wal" "$1.db-shm"
+    rm -f "$1".db*
     mib=$(du -sm "$2" | cut -f1)
     /usr/bin/time -f '%e %M' -o time.txt "$xgate" ingest --db "$1.db" "$2" >/dev/null 2>&1
     read -r seconds kib < time.txt
     awk -v f="$1" -v i="$2" -v m="$mib" -v s="$seconds" -v k="$kib" -v n="$tweets" \
         'BEGIN { printf "| %s | %s | %d | %.1f | %d | %d |\n", f, i, m, s, n / s, k / 1024 }'
-    rm -f "$1.db" "$1.db-wal" "$1.db-shm"
+    rm -f "$1".db*
 done

@@ -322,7 +322,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     let jsonl_mib = std::fs::metadata(&jsonl)?.len() as f64 / (1 << 20) as f64;
 
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-ledger", "-ledger-wal", "-ledger-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
     eprintln!("ingesting");
@@ -338,7 +338,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         "xgate ingest failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let store_mib = ["", "-wal"]
+    let store_mib = ["", "-wal", "-ledger", "-ledger-wal"]
         .iter()
         .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
         .map(|m| m.len())

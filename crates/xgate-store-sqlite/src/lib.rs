@@ -1,4 +1,8 @@
-//! The embedded store: one SQLite file in WAL mode.
+//! The embedded store: two SQLite files in WAL mode. The store's own file holds tweets, users and
+//! settings; beside it, `<store>-ledger` holds accounts, keys, credits, the request ledger,
+//! idempotency and rate limits, attached to every connection as `ledger` (queries name tables
+//! without a schema). Charges commit to the ledger alone, so readers of pages keep their page
+//! caches: SQLite drops a connection's whole cache of a file whenever that file changed.
 //!
 //! Reads run on the calling task. A page is an indexed read of at most a few dozen rows that takes
 //! microseconds, and in WAL mode readers never wait for the writer, so handing it to a blocking
@@ -27,8 +31,18 @@ pub use migrations::LATEST as SCHEMA_VERSION;
 
 /// Idle read connections kept for reuse; more are opened under load and closed after.
 const IDLE_READERS: usize = 16;
-/// The writer's page cache, in KiB (negative `cache_size` counts KiB).
-const WRITER_CACHE_KIB: i64 = -64 * 1024;
+/// The page cache all readers of the tweets file share out, in KiB: hot pages are then served from
+/// memory instead of read (and copied) from the OS at every request. Each reader connection has
+/// its own cache; a pool holds about one reader per thread that runs requests, so each gets its
+/// share of this (see [`reader_cache_kib`]). Counted in the server's memory budget.
+const READ_CACHE_KIB: i64 = 48 * 1024;
+/// The writer's page cache of the tweets file, in KiB, while serving: it writes little there.
+const WRITER_CACHE_KIB: i64 = 8 * 1024;
+/// The writer's page cache of the tweets file during a bulk load, in KiB: a load touches B-tree
+/// pages all over the file, and a larger cache keeps them from being read and written again.
+const BULK_WRITER_CACHE_KIB: i64 = 64 * 1024;
+/// The ledger's page size: a commit of charges writes a few small pages, not a few of 16 KiB.
+const LEDGER_PAGE_SIZE: i64 = 4096;
 
 // No `LIMIT ?`: SQLite re-prepares a statement whenever a LIMIT parameter is bound again (the
 // planner may use its value), which would cost a parse per page. The reader steps through as
@@ -70,7 +84,7 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         if self.restore_wal {
             let writer = lock(&self.writer);
-            if let Err(e) = writer.pragma_update(None, "journal_mode", "WAL") {
+            if let Err(e) = writer.pragma_update(Some(MAIN), "journal_mode", "WAL") {
                 // The next open switches to WAL anyway.
                 tracing::warn!(error = %e, "could not return the store to WAL mode");
             }
@@ -96,33 +110,33 @@ impl SqliteStore {
         let mut writer = Connection::open(&path).map_err(|e| open_error(&path, e))?;
         configure(&writer).map_err(|e| open_error(&path, e))?;
         // A tweet's JSON is a few KiB: 16 KiB pages hold several rows each instead of one row
-        // and a lot of slack per 4 KiB page. Takes effect only on a new, empty file, and must
-        // precede the switch to WAL.
-        writer
-            .pragma_update(None, "page_size", 16384)
-            .map_err(|e| open_error(&path, e))?;
-        writer
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| open_error(&path, e))?;
-        // The writer touches B-tree pages all over the file during a bulk load; a larger cache
-        // keeps them from being read and written again and again.
-        writer
-            .pragma_update(None, "cache_size", WRITER_CACHE_KIB)
-            .map_err(|e| open_error(&path, e))?;
-        if durability == Durability::Relaxed {
-            writer
-                .pragma_update(None, "synchronous", "NORMAL")
-                .and_then(|()| {
-                    writer.pragma_update(None, "wal_autocheckpoint", BULK_CHECKPOINT_PAGES)
-                })
-                .map_err(|e| open_error(&path, e))?;
-        }
+        // and a lot of slack per 4 KiB page. Page sizes take effect only on a new, empty file,
+        // and must precede the switch to WAL.
+        let setup = |w: &Connection| -> rusqlite::Result<()> {
+            w.pragma_update(Some(MAIN), "page_size", 16384)?;
+            w.pragma_update(Some(MAIN), "journal_mode", "WAL")?;
+            attach_ledger(w, &path)?;
+            w.pragma_update(Some(LEDGER), "page_size", LEDGER_PAGE_SIZE)?;
+            w.pragma_update(Some(LEDGER), "journal_mode", "WAL")?;
+            let cache = match durability {
+                Durability::Synced => WRITER_CACHE_KIB,
+                Durability::Relaxed => BULK_WRITER_CACHE_KIB,
+            };
+            w.pragma_update(Some(MAIN), "cache_size", -cache)?;
+            if durability == Durability::Relaxed {
+                // Only the tweets file: the ledger is synced at every commit, always.
+                w.pragma_update(Some(MAIN), "synchronous", "NORMAL")?;
+                w.pragma_update(None, "wal_autocheckpoint", BULK_CHECKPOINT_PAGES)?;
+            }
+            Ok(())
+        };
+        setup(&writer).map_err(|e| open_error(&path, e))?;
         migrations::migrate(&mut writer).map_err(|e| open_error(&path, e))?;
         // A load into a store that no other connection has open writes each page once, with a
         // rollback journal, instead of twice (WAL, then checkpoint). SQLite keeps WAL when other
         // connections are open; WAL comes back when this store is dropped.
         let restore_wal = durability == Durability::Relaxed && {
-            let switched = writer.query_row("PRAGMA journal_mode=DELETE", [], |row| {
+            let switched = writer.query_row("PRAGMA main.journal_mode=DELETE", [], |row| {
                 row.get::<_, String>(0)
             });
             match switched {
@@ -142,6 +156,13 @@ impl SqliteStore {
     /// Where the store lives.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the store's ledger file lives: the store's path with `-ledger` appended.
+    pub fn ledger_path(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push("-ledger");
+        PathBuf::from(name)
     }
 
     pub(crate) fn read<T>(
@@ -167,6 +188,8 @@ impl SqliteStore {
             | OpenFlags::SQLITE_OPEN_URI;
         let conn = Connection::open_with_flags(&self.path, flags)?;
         configure(&conn)?;
+        attach_ledger(&conn, &self.path)?;
+        conn.pragma_update(Some(MAIN), "cache_size", -reader_cache_kib())?;
         Ok(conn)
     }
 
@@ -181,13 +204,33 @@ impl SqliteStore {
     }
 }
 
+const MAIN: &str = "main";
+const LEDGER: &str = "ledger";
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
     // A charge is on disk before its response leaves: every commit is synced. Writes are batched
     // (tweets by the thousand, charges by group commit), so the syncs are few.
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(())
+    conn.pragma_update(Some(MAIN), "synchronous", "FULL")
+}
+
+/// Attaches the ledger file beside the store at `path` as `ledger` (created if missing; with the
+/// connection's own flags, so read-only for a reader), synced at every commit.
+fn attach_ledger(conn: &Connection, path: &Path) -> rusqlite::Result<()> {
+    let ledger = SqliteStore::ledger_path(path);
+    let ledger = ledger
+        .to_str()
+        .ok_or_else(|| rusqlite::Error::InvalidPath(ledger.clone()))?;
+    conn.execute("ATTACH DATABASE ?1 AS ledger", [ledger])?;
+    conn.pragma_update(Some(LEDGER), "synchronous", "FULL")
+}
+
+/// Each reader connection's share of [`READ_CACHE_KIB`]: there are about as many readers at once
+/// as threads that can run requests, which the CPUs this process may use bound.
+fn reader_cache_kib() -> i64 {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    READ_CACHE_KIB / i64::try_from(threads).unwrap_or(1).max(1)
 }
 
 /// A poisoned lock only means another thread panicked while holding it; a connection or a list of
@@ -548,6 +591,64 @@ mod tests {
         // With the store open elsewhere, a bulk load keeps WAL so readers are never blocked.
         let beside = SqliteStore::open_for_bulk_load(&path).unwrap();
         assert!(!beside.restore_wal);
+    }
+
+    #[test]
+    fn charges_leave_the_tweets_file_and_its_readers_caches_alone() {
+        use xgate_store::accounts::{AccountStore, NewKey, RequestRecord};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("apart.db")).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let account = rt.block_on(store.ensure_account("a", 0)).unwrap();
+        rt.block_on(store.add_credits(account.id, 10, "test", 0))
+            .unwrap();
+        let key = rt
+            .block_on(store.insert_key(
+                account.id,
+                NewKey {
+                    hash: [7; 32],
+                    prefix: "xg_live_7".into(),
+                    label: None,
+                },
+                0,
+            ))
+            .unwrap();
+        // `data_version` of a file changes, for a connection, when another connection committed
+        // to that file; SQLite drops the connection's page cache of that file then.
+        let reader = store.open_reader().unwrap();
+        let version = |schema: &str| -> i64 {
+            reader
+                .pragma_query_value(Some(schema), "data_version", |r| r.get(0))
+                .unwrap()
+        };
+        let (tweets, ledger) = (version(MAIN), version(LEDGER));
+        let charge = RequestRecord {
+            request_id: "r-1".into(),
+            account: account.id,
+            key: key.id,
+            at_ms: 1,
+            endpoint: "POST /user/medias/continuation".into(),
+            status: 200,
+            cost: 1,
+            latency_us: 5,
+            idempotency: None,
+        };
+        rt.block_on(store.record(vec![charge], "2026-11")).unwrap();
+        assert_ne!(version(LEDGER), ledger, "the charge is in the ledger file");
+        assert_eq!(version(MAIN), tweets, "a charge changed the tweets file");
+        rt.block_on(store.upsert_tweets(vec![xgate_model::sample::record(1, 2, true)]))
+            .unwrap();
+        assert_ne!(version(MAIN), tweets, "a tweet is in the tweets file");
+    }
+
+    #[test]
+    fn a_store_without_its_ledger_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alone.db");
+        drop(SqliteStore::open(&path).unwrap());
+        std::fs::remove_file(SqliteStore::ledger_path(&path)).unwrap();
+        let err = SqliteStore::open(&path).err().expect("must refuse");
+        assert!(err.to_string().contains("ledger file"), "{err}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The embedded store's schema, one migration a step, tracked in `PRAGMA user_version`.
+//! The embedded store's schemas: the tweets file's and the ledger file's, one migration a step,
+//! each tracked in its file's `PRAGMA user_version`.
 
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -110,28 +111,301 @@ const MIGRATIONS: &[&str] = &[
         tat_ms     INTEGER NOT NULL
     );
     ",
+    // 5: the tables of steps 2 and 4 go, now that the ledger file holds them (ledger step 2).
+    // Children before parents, so no foreign key is ever left dangling.
+    "
+    DROP TABLE main.rate_limits;
+    DROP TABLE main.idempotency;
+    DROP TABLE main.requests;
+    DROP TABLE main.api_keys;
+    DROP TABLE main.credit_grants;
+    DROP TABLE main.accounts;
+    ",
 ];
 
-/// The schema version this build writes.
-pub const LATEST: usize = MIGRATIONS.len();
+/// The ledger file's schema, one migration a step, tracked in its own `user_version`: the tables
+/// of accounts, keys, credits, the request ledger, idempotency and rate limits. They live in a
+/// file of their own (attached as `ledger`) so that the commits of charges never touch the tweets
+/// file: SQLite drops a connection's whole page cache when its file changed, and readers of pages
+/// keep theirs.
+const LEDGER_MIGRATIONS: &[&str] = &[
+    // 1: the tables of main's migrations 2 and 4, unchanged.
+    "
+    CREATE TABLE ledger.accounts (
+        id             INTEGER PRIMARY KEY,
+        name           TEXT NOT NULL UNIQUE,
+        -- Purchased credits left: always the sum of credit_grants minus the sum of requests.paid.
+        balance        INTEGER NOT NULL DEFAULT 0 CHECK (balance >= 0),
+        free_allowance INTEGER NOT NULL DEFAULT 0 CHECK (free_allowance >= 0),
+        free_used      INTEGER NOT NULL DEFAULT 0 CHECK (free_used >= 0),
+        free_period    TEXT NOT NULL DEFAULT '',
+        rate_limit     INTEGER CHECK (rate_limit > 0),
+        created_ms     INTEGER NOT NULL
+    );
 
-/// Brings the schema up to [`LATEST`]. Runs in one immediate transaction, so two processes opening
-/// a new store at once cannot both apply a step.
+    CREATE TABLE ledger.credit_grants (
+        id         INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        amount     INTEGER NOT NULL CHECK (amount > 0),
+        note       TEXT NOT NULL,
+        at_ms      INTEGER NOT NULL
+    );
+    CREATE INDEX ledger.credit_grants_by_account ON credit_grants (account_id);
+
+    -- Keys are stored as SHA-256 hashes only; prefix is for people to recognise a key.
+    CREATE TABLE ledger.api_keys (
+        id           INTEGER PRIMARY KEY,
+        account_id   INTEGER NOT NULL REFERENCES accounts (id),
+        hash         BLOB NOT NULL UNIQUE,
+        prefix       TEXT NOT NULL,
+        label        TEXT,
+        created_ms   INTEGER NOT NULL,
+        last_used_ms INTEGER,
+        revoked_ms   INTEGER
+    );
+
+    -- The request log and ledger: a row per recorded request; cost > 0 rows are charges.
+    CREATE TABLE ledger.requests (
+        seq        INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL UNIQUE,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        key_id     INTEGER NOT NULL REFERENCES api_keys (id),
+        at_ms      INTEGER NOT NULL,
+        endpoint   TEXT NOT NULL,
+        status     INTEGER NOT NULL,
+        cost       INTEGER NOT NULL CHECK (cost >= 0),
+        paid       INTEGER NOT NULL CHECK (paid >= 0),
+        free       INTEGER NOT NULL CHECK (free >= 0),
+        latency_us INTEGER NOT NULL
+    );
+    CREATE INDEX ledger.requests_by_account ON requests (account_id, seq);
+
+    CREATE TABLE ledger.idempotency (
+        account_id   INTEGER NOT NULL REFERENCES accounts (id),
+        key          TEXT NOT NULL,
+        request_hash BLOB NOT NULL,
+        status       INTEGER NOT NULL,
+        body         BLOB NOT NULL,
+        request_id   TEXT NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        PRIMARY KEY (account_id, key)
+    );
+    CREATE INDEX ledger.idempotency_by_age ON idempotency (created_ms);
+
+    CREATE TABLE ledger.rate_limits (
+        account_id INTEGER PRIMARY KEY REFERENCES accounts (id),
+        tat_ms     INTEGER NOT NULL
+    );
+    ",
+    // 2: what main held of these tables (stores of main's versions 2 to 4) copied in.
+    "
+    INSERT INTO ledger.accounts SELECT * FROM main.accounts;
+    INSERT INTO ledger.credit_grants SELECT * FROM main.credit_grants;
+    INSERT INTO ledger.api_keys SELECT * FROM main.api_keys;
+    INSERT INTO ledger.requests SELECT * FROM main.requests;
+    INSERT INTO ledger.idempotency SELECT * FROM main.idempotency;
+    INSERT INTO ledger.rate_limits SELECT * FROM main.rate_limits;
+    ",
+];
+
+/// The main version whose store has the ledger's tables in main, ready to move.
+const BEFORE_MOVE: usize = 4;
+
+/// The main schema version this build writes.
+pub const LATEST: usize = MIGRATIONS.len();
+/// The ledger schema version this build writes.
+pub const LEDGER_LATEST: usize = LEDGER_MIGRATIONS.len();
+
+/// Brings both files' schemas up to [`LATEST`] and [`LEDGER_LATEST`]; the ledger must be attached
+/// as `ledger`. Each step runs in an immediate transaction, so two processes opening a store at once
+/// cannot both apply it.
+///
+/// Moving the ledger's tables out of an older store takes two commits, because in WAL mode a
+/// transaction over two files is atomic per file only: the first copies the tables into the
+/// ledger (and marks it so), the second drops main's copies. A crash between the two leaves both
+/// copies and the mark, and the next open finishes with the second.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let current: usize = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if current > LATEST {
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
-            Some(format!(
-                "the store has schema version {current}, newer than this xgate knows ({LATEST}); \
-                 upgrade xgate"
-            )),
+    let (main, ledger) = versions(&tx)?;
+    if main > BEFORE_MOVE && ledger == 0 {
+        return Err(refusal(
+            "the store's ledger file (accounts, keys, credits and charges) is missing or empty; \
+             restore it beside the store, named as the store with -ledger appended"
+                .into(),
         ));
     }
-    for (done, step) in MIGRATIONS.iter().enumerate().skip(current) {
+    let main = run(&tx, &MIGRATIONS[..BEFORE_MOVE], main)?;
+    // A store past the move has no copy in main: ledger step 2 is then a mark only.
+    let moved = main > BEFORE_MOVE;
+    for (done, step) in LEDGER_MIGRATIONS.iter().enumerate().skip(ledger) {
+        if !(done == 1 && moved) {
+            tx.execute_batch(step)?;
+        }
+        tx.pragma_update(Some(LEDGER), "user_version", done + 1)?;
+    }
+    tx.commit()?;
+
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (main, _) = versions(&tx)?;
+    run(&tx, MIGRATIONS, main)?;
+    tx.commit()
+}
+
+/// Applies main's `steps` past version `current`; returns main's version after.
+fn run(tx: &Connection, steps: &[&str], current: usize) -> rusqlite::Result<usize> {
+    for (done, step) in steps.iter().enumerate().skip(current) {
         tx.execute_batch(step)?;
         tx.pragma_update(None, "user_version", done + 1)?;
     }
-    tx.commit()
+    Ok(current.max(steps.len()))
+}
+
+const LEDGER: &str = "ledger";
+
+/// Main's and the ledger's schema versions; a version newer than this build knows is refused.
+fn versions(conn: &Connection) -> rusqlite::Result<(usize, usize)> {
+    let main: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let ledger: usize = conn.pragma_query_value(Some(LEDGER), "user_version", |row| row.get(0))?;
+    if main > LATEST || ledger > LEDGER_LATEST {
+        return Err(refusal(format!(
+            "the store has schema version {main}.{ledger}, newer than this xgate knows \
+             ({LATEST}.{LEDGER_LATEST}); upgrade xgate"
+        )));
+    }
+    Ok((main, ledger))
+}
+
+fn refusal(message: String) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
+        Some(message),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const MOVED: [&str; 6] = [
+        "accounts",
+        "credit_grants",
+        "api_keys",
+        "requests",
+        "idempotency",
+        "rate_limits",
+    ];
+
+    /// A store as xgate wrote it before the ledger file: main at step 4 with a row in each of
+    /// the ledger's tables.
+    fn older_store(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        for (done, step) in MIGRATIONS[..BEFORE_MOVE].iter().enumerate() {
+            conn.execute_batch(step).unwrap();
+            conn.pragma_update(None, "user_version", done + 1).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO accounts (id, name, balance, created_ms) VALUES (1, 'a', 7, 0);
+             INSERT INTO credit_grants (account_id, amount, note, at_ms) VALUES (1, 10, 'n', 0);
+             INSERT INTO api_keys (id, account_id, hash, prefix, created_ms)
+                 VALUES (1, 1, x'01', 'xg_live_1', 0);
+             INSERT INTO requests (request_id, account_id, key_id, at_ms, endpoint, status, cost,
+                                   paid, free, latency_us)
+                 VALUES ('r-1', 1, 1, 0, 'POST /x', 200, 3, 3, 0, 9);
+             INSERT INTO idempotency VALUES (1, 'k', x'02', 200, x'03', 'r-1', 0);
+             INSERT INTO rate_limits VALUES (1, 5);",
+        )
+        .unwrap();
+    }
+
+    fn attached(path: &Path) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        let ledger = format!("{}-ledger", path.display());
+        conn.execute("ATTACH DATABASE ?1 AS ledger", [ledger])
+            .unwrap();
+        conn
+    }
+
+    fn tables(conn: &Connection, schema: &str) -> Vec<String> {
+        conn.prepare(&format!(
+            "SELECT name FROM {schema}.sqlite_master WHERE type = 'table' ORDER BY name"
+        ))
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+    }
+
+    fn assert_moved(conn: &Connection) {
+        assert_eq!(versions(conn).unwrap(), (LATEST, LEDGER_LATEST));
+        let main = tables(conn, "main");
+        for table in MOVED {
+            assert!(
+                !main.contains(&table.to_owned()),
+                "{table} is still in main"
+            );
+            let rows: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM ledger.{table}"), [], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            assert_eq!(rows, 1, "ledger.{table}");
+        }
+        let balance: i64 = conn
+            .query_row("SELECT balance FROM accounts WHERE name = 'a'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(balance, 7);
+    }
+
+    #[test]
+    fn an_older_store_moves_its_ledger_into_the_ledger_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        older_store(&path);
+        let mut conn = attached(&path);
+        migrate(&mut conn).unwrap();
+        assert_moved(&conn);
+        // Opening again changes nothing.
+        migrate(&mut conn).unwrap();
+        assert_moved(&conn);
+    }
+
+    #[test]
+    fn a_move_cut_between_its_two_commits_finishes_without_copying_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.db");
+        older_store(&path);
+        let mut conn = attached(&path);
+        // The first commit of the move happened (the ledger holds the rows and says so), the
+        // second did not (main still has its copies).
+        for (done, step) in LEDGER_MIGRATIONS.iter().enumerate() {
+            conn.execute_batch(step).unwrap();
+            conn.pragma_update(Some(LEDGER), "user_version", done + 1)
+                .unwrap();
+        }
+        assert!(tables(&conn, "main").contains(&"requests".to_owned()));
+        migrate(&mut conn).unwrap();
+        assert_moved(&conn);
+    }
+
+    #[test]
+    fn a_new_store_has_the_ledger_tables_in_the_ledger_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = attached(&dir.path().join("new.db"));
+        migrate(&mut conn).unwrap();
+        assert_eq!(versions(&conn).unwrap(), (LATEST, LEDGER_LATEST));
+        let mut ledger = tables(&conn, "ledger");
+        ledger.sort();
+        let mut moved = MOVED.map(str::to_owned).to_vec();
+        moved.sort();
+        assert_eq!(ledger, moved);
+        assert_eq!(
+            tables(&conn, "main"),
+            ["settings", "tweets", "upstream_sync", "users"]
+        );
+    }
 }

@@ -174,7 +174,7 @@ async fn keys_are_never_kept_or_logged_in_clear() {
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        // The store, its WAL and its shared-memory file.
+        // The store, its ledger, and their WAL and shared-memory files.
         if name.starts_with("xgate.db") {
             let bytes = std::fs::read(&path).unwrap();
             let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
@@ -183,6 +183,10 @@ async fn keys_are_never_kept_or_logged_in_clear() {
         }
     }
     assert!(scanned.contains(&"xgate.db".to_owned()), "{scanned:?}");
+    assert!(
+        scanned.contains(&"xgate.db-ledger".to_owned()),
+        "{scanned:?}"
+    );
     let listing = xgate_ok(&["keys", "list", "--db", db.to_str().unwrap()]);
     assert!(!listing.contains(secret));
     assert!(
