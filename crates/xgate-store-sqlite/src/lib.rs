@@ -205,7 +205,8 @@ impl SqliteStore {
 }
 
 const MAIN: &str = "main";
-const LEDGER: &str = "ledger";
+/// The schema name the ledger file is attached under.
+pub(crate) const LEDGER: &str = "ledger";
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
@@ -222,7 +223,7 @@ fn attach_ledger(conn: &Connection, path: &Path) -> rusqlite::Result<()> {
     let ledger = ledger
         .to_str()
         .ok_or_else(|| rusqlite::Error::InvalidPath(ledger.clone()))?;
-    conn.execute("ATTACH DATABASE ?1 AS ledger", [ledger])?;
+    conn.execute(&format!("ATTACH DATABASE ?1 AS {LEDGER}"), [ledger])?;
     conn.pragma_update(Some(LEDGER), "synchronous", "FULL")
 }
 

@@ -3,6 +3,8 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
+use crate::LEDGER;
+
 /// Each entry moves the schema from version `i` to `i + 1`. Never edit a released entry: add one.
 const MIGRATIONS: &[&str] = &[
     // 1: tweets with the columns the media timeline reads, users, settings.
@@ -260,8 +262,6 @@ fn run(tx: &Connection, steps: &[&str], current: usize) -> rusqlite::Result<usiz
     Ok(current.max(steps.len()))
 }
 
-const LEDGER: &str = "ledger";
-
 /// Main's and the ledger's schema versions; a version newer than this build knows is refused.
 fn versions(conn: &Connection) -> rusqlite::Result<(usize, usize)> {
     let main: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -320,10 +320,8 @@ mod tests {
 
     fn attached(path: &Path) -> Connection {
         let conn = Connection::open(path).unwrap();
-        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
-        let ledger = format!("{}-ledger", path.display());
-        conn.execute("ATTACH DATABASE ?1 AS ledger", [ledger])
-            .unwrap();
+        crate::configure(&conn).unwrap();
+        crate::attach_ledger(&conn, path).unwrap();
         conn
     }
 
