@@ -1,6 +1,7 @@
 //! The HTTP API of xgate, as a library: build an [`AppState`], then [`router`].
 
 pub mod billing;
+mod buffers;
 pub mod error;
 mod health;
 pub mod mcp;

@@ -10,6 +10,7 @@ use xgate_model::wire::{
 };
 
 use crate::AppState;
+use crate::buffers;
 use crate::error::ApiError;
 use crate::params::{BodyPage, PageRequest, QueryPage};
 
@@ -91,7 +92,7 @@ pub async fn page(state: &AppState, req: PageRequest) -> Result<Response, ApiErr
         }
         None => None,
     };
-    let mut body = Vec::with_capacity(PREFIX.len() + req.limit * TYPICAL_TWEET + 96);
+    let mut body = buffers::PAGES.take(PREFIX.len() + req.limit * TYPICAL_TWEET + 96);
     body.extend_from_slice(PREFIX);
     let info = state
         .store()
@@ -112,7 +113,11 @@ pub async fn page(state: &AppState, req: PageRequest) -> Result<Response, ApiErr
         None => body.extend_from_slice(b"null"),
     }
     body.push(b'}');
-    let mut response = ([(CONTENT_TYPE, "application/json")], body).into_response();
+    let mut response = (
+        [(CONTENT_TYPE, "application/json")],
+        buffers::PAGES.lend(body),
+    )
+        .into_response();
     if let Some(prepared) = prepared {
         response.headers_mut().insert(
             HeaderName::from_static("x-cache"),
