@@ -328,6 +328,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     for suffix in ["", "-wal", "-shm", "-ledger", "-ledger-wal", "-ledger-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
+    // The generator's output may still be on its way to disk: flush it first, so that the ingest
+    // is not timed while the kernel writes back another program's 2.3 GB.
+    if let Err(e) = Command::new("sync").status() {
+        eprintln!("sync did not run ({e}); the ingest may share the disk with pending writes");
+    }
     eprintln!("ingesting");
     let started = Instant::now();
     let out = Command::new(&xgate)
