@@ -448,27 +448,23 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     std::fs::write(&body_file, &sample)?;
 
     // Each throughput case at each connection count, against a fresh server process.
-    let ceiling_case = format!("ceiling: axum, fixed {} KB body", sample.len() / 1000);
-    for &connections in &cli.connections {
-        eprintln!("ceiling, {connections} connections");
-        let me = std::env::current_exe()?;
-        let mut cmd = command(&pin.server, &me);
+    let ceiling_case = format!("{CEILING}: axum, fixed {} KB body", sample.len() / 1000);
+    let start_ceiling = || -> anyhow::Result<Server> {
+        let mut cmd = command(&pin.server, &std::env::current_exe()?);
         cmd.arg("ceiling")
             .arg(&body_file)
             .arg(format!("127.0.0.1:{}", free_port()?));
-        let server = Server::start(cmd)?;
-        let report = wrk::run(&pin.load, &server.base, &script, seconds, connections)?;
-        rows.push(Row {
-            case: ceiling_case.clone(),
-            connections,
-            report,
-            rss_mib: server.peak_rss_mib(),
-        });
-    }
-    for (case, extra) in [(CHARGED, &[][..]), (BILLING_OFF, &["--no-billing"][..])] {
+        Server::start(cmd)
+    };
+    let cases: [(&str, &dyn Fn() -> anyhow::Result<Server>); 3] = [
+        (&ceiling_case, &start_ceiling),
+        (CHARGED, &|| serve(&[])),
+        (BILLING_OFF, &|| serve(&["--no-billing"])),
+    ];
+    for (case, start) in cases {
         for &connections in &cli.connections {
             eprintln!("{case}, {connections} connections");
-            let server = serve(extra)?;
+            let server = start()?;
             let report = wrk::run(&pin.load, &server.base, &script, seconds, connections)?;
             ensure!(
                 report.non_2xx == 0,
@@ -570,12 +566,12 @@ fn print_report(
         "ingest: {total} tweets ({jsonl_mib:.0} MiB of JSONL) in {ingest_seconds:.1} s = {rate:.0} tweets/s; store {store_mib:.0} MiB"
     );
     let [ceiling, billed, unbilled] =
-        ["ceiling", CHARGED, BILLING_OFF].map(|case| best(rows, case).expect("every case ran"));
+        [CEILING, CHARGED, BILLING_OFF].map(|case| best(rows, case).expect("every case ran"));
     let depth_rows = &rows[rows.len() - 2..];
     let (shallow, deep) = (depth_rows[0].report, depth_rows[1].report);
     let peak = rows
         .iter()
-        .filter(|r| !r.case.starts_with("ceiling"))
+        .filter(|r| !r.case.starts_with(CEILING))
         .filter_map(|r| r.rss_mib)
         .fold(0.0, f64::max);
     println!();
@@ -642,6 +638,8 @@ fn best<'a>(rows: &'a [Row], case: &str) -> Option<&'a Row> {
         })
 }
 
+/// The start of the ceiling case's name.
+const CEILING: &str = "ceiling";
 const CHARGED: &str = "xgate continuation, charged";
 const BILLING_OFF: &str = "xgate continuation, billing off";
 /// Connections for the depth cases: few, so that latency is the page's own cost.
@@ -693,6 +691,6 @@ mod tests {
         let charged = best(&rows, CHARGED).unwrap();
         assert_eq!(charged.connections, 128);
         assert_eq!(best(&rows, BILLING_OFF).unwrap().connections, 32);
-        assert!(best(&rows, "ceiling").is_none());
+        assert!(best(&rows, CEILING).is_none());
     }
 }
