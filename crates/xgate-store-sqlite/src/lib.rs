@@ -69,19 +69,53 @@ enum Durability {
     /// last commits, never corrupt the store. For loads that can simply be run again (ingest is
     /// an idempotent upsert).
     Relaxed,
+    /// Neither journaled nor synced: a crash can leave the file corrupt. Only for a file that is
+    /// not a store yet: a load into a new store builds it under another name ([`NewFile`]).
+    Unprotected,
+}
+
+/// A load into a store that did not exist: the file is built as `<store>.partial` and moved into
+/// place when the load finishes ([`Store::finish_load`]). Each page is then written once, with no
+/// rollback journal and no sync per commit, and an interrupted load leaves no store behind.
+#[derive(Debug)]
+struct NewFile {
+    /// The store's path, where the file goes when the load finishes.
+    target: PathBuf,
+    /// Where the file is built.
+    partial: PathBuf,
+    /// The partial file, open and locked (`flock`, exclusive) for the whole load, so that two
+    /// loads cannot build the same file. SQLite's own locks are `fcntl` locks, which this does
+    /// not touch; it is closed only after SQLite's connections to the file.
+    lock: std::fs::File,
 }
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
+    /// The store's path.
     path: PathBuf,
+    /// Where the store's main file is now: `path`, or elsewhere while a new store is loaded.
+    file: PathBuf,
     readers: Mutex<Vec<Connection>>,
     writer: Arc<Mutex<Connection>>,
     /// A bulk load switched the store to a rollback journal: back to WAL at the end.
     restore_wal: bool,
+    /// A load into a new store that has not finished.
+    new_file: Mutex<Option<NewFile>>,
 }
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
+        if let Some(new) = lock(&self.new_file).take() {
+            // Unfinished: the load is abandoned, and the store does not come into being.
+            tracing::warn!(
+                store = %new.target.display(),
+                "the load into a new store did not finish; nothing was stored"
+            );
+            if let Err(e) = std::fs::remove_file(&new.partial) {
+                tracing::warn!(file = %new.partial.display(), error = %e, "could not remove");
+            }
+            return;
+        }
         if self.restore_wal {
             let writer = lock(&self.writer);
             if let Err(e) = writer.pragma_update(Some(MAIN), "journal_mode", "WAL") {
@@ -105,27 +139,112 @@ impl SqliteStore {
         Self::open_with(path, Durability::Relaxed)
     }
 
+    /// Opens the store for a bulk load that the caller finishes with [`Store::finish_load`]. An
+    /// existing store is opened as by [`Self::open_for_bulk_load`]. A store that does not exist
+    /// yet is built as `<path>.partial`, without a rollback journal or syncs, and comes into
+    /// place only when the load finishes: dropped unfinished (or after a crash), the load leaves
+    /// no store, and the next load starts over.
+    pub fn open_for_new_load(path: impl AsRef<Path>) -> StoreResult<Self> {
+        let path = path.as_ref();
+        let exists = path.try_exists().map_err(|e| io_open_error(path, &e))?;
+        if exists {
+            return Self::open_for_bulk_load(path);
+        }
+        let partial = Self::partial_path(path);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&partial)
+            .map_err(|e| io_open_error(&partial, &e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Unavailable(format!(
+                    "another load is building the store {} (in {})",
+                    path.display(),
+                    partial.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_open_error(&partial, &e)),
+        }
+        // What an interrupted load left is of no use: start over.
+        file.set_len(0).map_err(|e| io_open_error(&partial, &e))?;
+        let mut store =
+            Self::open_file(path.to_path_buf(), partial.clone(), Durability::Unprotected)?;
+        store.new_file = Mutex::new(Some(NewFile {
+            target: path.to_path_buf(),
+            partial,
+            lock: file,
+        }));
+        Ok(store)
+    }
+
+    /// Where a new store is built during its first load: the store's path with `.partial`
+    /// appended.
+    pub fn partial_path(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".partial");
+        PathBuf::from(name)
+    }
+
     fn open_with(path: impl AsRef<Path>, durability: Durability) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
-        let mut writer = Connection::open(&path).map_err(|e| open_error(&path, e))?;
+        if !path.try_exists().map_err(|e| io_open_error(&path, &e))? {
+            Self::refuse_while_built(&path)?;
+        }
+        Self::open_file(path.clone(), path, durability)
+    }
+
+    /// A store that a load is building ([`Self::open_for_new_load`]) does not exist yet: opening
+    /// its path would make another, empty one, which the load could then not replace.
+    fn refuse_while_built(path: &Path) -> StoreResult<()> {
+        let partial = Self::partial_path(path);
+        // A partial file nobody holds is what an interrupted load left: ignored. (Closing this
+        // descriptor drops the POSIX locks this process holds on the file; only a load in this
+        // same process could hold any, and it has no other connection to share the file with.)
+        let Ok(file) = std::fs::File::open(&partial) else {
+            return Ok(());
+        };
+        match file.try_lock_shared() {
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
+                "a load is building the store {} (in {}); open it once the load has finished",
+                path.display(),
+                partial.display()
+            ))),
+            Ok(()) | Err(std::fs::TryLockError::Error(_)) => Ok(()),
+        }
+    }
+
+    /// Opens the store at `path` whose main file is at `file` (the same but for a new store's
+    /// first load).
+    fn open_file(path: PathBuf, file: PathBuf, durability: Durability) -> StoreResult<Self> {
+        let ledger = Self::ledger_path(&path);
+        let mut writer = Connection::open(&file).map_err(|e| open_error(&path, e))?;
         configure(&writer).map_err(|e| open_error(&path, e))?;
         // A tweet's JSON is a few KiB: 16 KiB pages hold several rows each instead of one row
         // and a lot of slack per 4 KiB page. Page sizes take effect only on a new, empty file,
         // and must precede the switch to WAL.
         let setup = |w: &Connection| -> rusqlite::Result<()> {
             w.pragma_update(Some(MAIN), "page_size", 16384)?;
-            w.pragma_update(Some(MAIN), "journal_mode", "WAL")?;
-            attach_ledger(w, &path)?;
+            let journal = match durability {
+                Durability::Unprotected => "OFF",
+                Durability::Synced | Durability::Relaxed => "WAL",
+            };
+            w.pragma_update(Some(MAIN), "journal_mode", journal)?;
+            attach_ledger(w, &ledger)?;
             w.pragma_update(Some(LEDGER), "page_size", LEDGER_PAGE_SIZE)?;
             w.pragma_update(Some(LEDGER), "journal_mode", "WAL")?;
-            let cache = match durability {
-                Durability::Synced => WRITER_CACHE_KIB,
-                Durability::Relaxed => BULK_WRITER_CACHE_KIB,
+            let (cache, synchronous) = match durability {
+                Durability::Synced => (WRITER_CACHE_KIB, "FULL"),
+                Durability::Relaxed => (BULK_WRITER_CACHE_KIB, "NORMAL"),
+                Durability::Unprotected => (BULK_WRITER_CACHE_KIB, "OFF"),
             };
             w.pragma_update(Some(MAIN), "cache_size", -cache)?;
-            if durability == Durability::Relaxed {
-                // Only the tweets file: the ledger is synced at every commit, always.
-                w.pragma_update(Some(MAIN), "synchronous", "NORMAL")?;
+            // Only the tweets file: the ledger is synced at every commit, always.
+            w.pragma_update(Some(MAIN), "synchronous", synchronous)?;
+            if durability != Durability::Synced {
                 w.pragma_update(None, "wal_autocheckpoint", BULK_CHECKPOINT_PAGES)?;
             }
             Ok(())
@@ -147,9 +266,11 @@ impl SqliteStore {
         };
         Ok(SqliteStore {
             path,
+            file,
             readers: Mutex::new(Vec::new()),
             writer: Arc::new(Mutex::new(writer)),
             restore_wal,
+            new_file: Mutex::new(None),
         })
     }
 
@@ -186,9 +307,9 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(&self.path, flags)?;
+        let conn = Connection::open_with_flags(&self.file, flags)?;
         configure(&conn)?;
-        attach_ledger(&conn, &self.path)?;
+        attach_ledger(&conn, &Self::ledger_path(&self.path))?;
         conn.pragma_update(Some(MAIN), "cache_size", -reader_cache_kib())?;
         Ok(conn)
     }
@@ -216,13 +337,13 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(Some(MAIN), "synchronous", "FULL")
 }
 
-/// Attaches the ledger file beside the store at `path` as `ledger` (created if missing; with the
-/// connection's own flags, so read-only for a reader), synced at every commit.
-fn attach_ledger(conn: &Connection, path: &Path) -> rusqlite::Result<()> {
-    let ledger = SqliteStore::ledger_path(path);
+/// Attaches the ledger file at `ledger` (the store's path with `-ledger` appended) as `ledger`
+/// (created if missing; with the connection's own flags, so read-only for a reader), synced at
+/// every commit.
+fn attach_ledger(conn: &Connection, ledger: &Path) -> rusqlite::Result<()> {
     let ledger = ledger
         .to_str()
-        .ok_or_else(|| rusqlite::Error::InvalidPath(ledger.clone()))?;
+        .ok_or_else(|| rusqlite::Error::InvalidPath(ledger.to_path_buf()))?;
     conn.execute(&format!("ATTACH DATABASE ?1 AS {LEDGER}"), [ledger])?;
     conn.pragma_update(Some(LEDGER), "synchronous", "FULL")
 }
@@ -245,6 +366,10 @@ fn is_busy(e: &rusqlite::Error) -> bool {
         e.sqlite_error_code(),
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
     )
+}
+
+fn io_open_error(path: &Path, e: &std::io::Error) -> StoreError {
+    StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
 }
 
 fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
@@ -509,6 +634,57 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
     }
+
+    async fn finish_load(&self) -> StoreResult<()> {
+        let Some(new) = lock(&self.new_file).take() else {
+            return Ok(());
+        };
+        lock(&self.readers).clear();
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || new.finish(&writer))
+            .await
+            .map_err(|e| StoreError::Backend(format!("finishing the load failed: {e}")))?
+    }
+}
+
+impl NewFile {
+    /// Closes the file, syncs it, and moves it to the store's path, which must still be free.
+    fn finish(self, writer: &Mutex<Connection>) -> StoreResult<()> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Backend(format!("{what} {}: {e}", self.partial.display()))
+        };
+        // The store is done with: its writer is closed (a journal mode of OFF is not kept in the
+        // file; the next open switches it to WAL) and replaced by one that holds nothing.
+        let closed = Connection::open_in_memory().map_err(store_error)?;
+        let conn = std::mem::replace(&mut *lock(writer), closed);
+        conn.close().map_err(|(_, e)| fail("closing", &e))?;
+        self.lock.sync_all().map_err(|e| fail("syncing", &e))?;
+        // A link, unlike a rename, never replaces a store that appeared at the path meanwhile.
+        match std::fs::hard_link(&self.partial, &self.target) {
+            Ok(()) => {
+                std::fs::remove_file(&self.partial).map_err(|e| fail("removing", &e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::Backend(format!(
+                    "{} was created while the load ran; the loaded store is kept as {}",
+                    self.target.display(),
+                    self.partial.display()
+                )));
+            }
+            // A file system without hard links: a rename, after a last look at the path.
+            Err(_) if !self.target.exists() => {
+                std::fs::rename(&self.partial, &self.target).map_err(|e| fail("moving", &e))?;
+            }
+            Err(e) => return Err(fail("moving", &e)),
+        }
+        let dir = match self.target.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| fail("syncing the directory of", &e))
+    }
 }
 
 #[cfg(test)]
@@ -640,6 +816,139 @@ mod tests {
         rt.block_on(store.upsert_tweets(vec![xgate_model::sample::record(1, 2, true)]))
             .unwrap();
         assert_ne!(version(MAIN), tweets, "a tweet is in the tweets file");
+    }
+
+    fn tweets_of(user: u64, ids: std::ops::RangeInclusive<u64>) -> Vec<TweetRecord> {
+        ids.map(|i| xgate_model::sample::record(i, user, true))
+            .collect()
+    }
+
+    #[test]
+    fn a_new_store_comes_into_place_only_when_its_load_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let partial = SqliteStore::partial_path(&path);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        {
+            let load = SqliteStore::open_for_new_load(&path).unwrap();
+            rt.block_on(load.upsert_tweets(tweets_of(4, 1..=30)))
+                .unwrap();
+            rt.block_on(load.upsert_tweets(tweets_of(4, 31..=60)))
+                .unwrap();
+            assert!(!path.exists(), "no store before the load finishes");
+            assert!(partial.exists());
+            rt.block_on(load.finish_load()).unwrap();
+            assert!(path.exists());
+            assert!(!partial.exists(), "the partial file is moved, not copied");
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let page = rt.block_on(store.media_page(UserId(4), None, 100)).unwrap();
+        assert_eq!(page.len(), 60);
+        let (mode, check): (String, String) = store
+            .read(|c| {
+                Ok((
+                    c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+                    c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?,
+                ))
+            })
+            .unwrap();
+        assert_eq!((mode.as_str(), check.as_str()), ("wal", "ok"));
+    }
+
+    #[test]
+    fn an_unfinished_load_into_a_new_store_leaves_no_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let load = SqliteStore::open_for_new_load(&path).unwrap();
+        rt.block_on(load.upsert_tweets(tweets_of(4, 1..=30)))
+            .unwrap();
+        drop(load);
+        assert!(!path.exists());
+        assert!(!SqliteStore::partial_path(&path).exists());
+        // The path is free for a store, as if the load had never run.
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(!rt.block_on(store.user_exists(UserId(4))).unwrap());
+    }
+
+    #[test]
+    fn a_load_into_a_new_store_starts_over_from_what_a_crash_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let partial = SqliteStore::partial_path(&path);
+        std::fs::write(&partial, vec![0xA5; 100_000]).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let load = SqliteStore::open_for_new_load(&path).unwrap();
+        rt.block_on(load.upsert_tweets(tweets_of(5, 1..=10)))
+            .unwrap();
+        rt.block_on(load.finish_load()).unwrap();
+        drop(load);
+        let store = SqliteStore::open(&path).unwrap();
+        let page = rt.block_on(store.media_page(UserId(5), None, 100)).unwrap();
+        assert_eq!(page.len(), 10);
+    }
+
+    #[test]
+    fn two_loads_cannot_build_one_new_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let first = SqliteStore::open_for_new_load(&path).unwrap();
+        let err = SqliteStore::open_for_new_load(&path)
+            .err()
+            .expect("the second load must be refused");
+        assert!(err.to_string().contains("another load"), "{err}");
+        rt.block_on(first.upsert_tweets(tweets_of(6, 1..=5)))
+            .unwrap();
+        rt.block_on(first.finish_load()).unwrap();
+        drop(first);
+        // Now the store exists: a load goes into it, beside nothing.
+        let second = SqliteStore::open_for_new_load(&path).unwrap();
+        rt.block_on(second.upsert_tweets(tweets_of(6, 6..=8)))
+            .unwrap();
+        assert!(!SqliteStore::partial_path(&path).exists());
+        drop(second);
+        let store = SqliteStore::open(&path).unwrap();
+        let page = rt.block_on(store.media_page(UserId(6), None, 100)).unwrap();
+        assert_eq!(
+            page.len(),
+            8,
+            "a load into an existing store is stored as it goes"
+        );
+    }
+
+    #[test]
+    fn a_finished_load_never_replaces_a_store_that_appeared_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let load = SqliteStore::open_for_new_load(&path).unwrap();
+        rt.block_on(load.upsert_tweets(tweets_of(7, 1..=5)))
+            .unwrap();
+        let err = SqliteStore::open(&path).err().expect("refused while built");
+        assert!(err.to_string().contains("a load is building"), "{err}");
+        assert!(!path.exists());
+        // Made some other way (or raced past that check): the load's file does not replace it.
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("CREATE TABLE mine (x)").unwrap();
+        }
+        let err = rt.block_on(load.finish_load()).unwrap_err();
+        assert!(err.to_string().contains("was created while"), "{err}");
+        drop(load);
+        let conn = Connection::open(&path).unwrap();
+        let mine: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'mine'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(mine, 1, "the file made meanwhile is untouched");
+        assert!(
+            SqliteStore::partial_path(&path).exists(),
+            "the loaded file is kept for its owner to move"
+        );
     }
 
     #[test]

@@ -321,7 +321,7 @@ mod tests {
     fn attached(path: &Path) -> Connection {
         let conn = Connection::open(path).unwrap();
         crate::configure(&conn).unwrap();
-        crate::attach_ledger(&conn, path).unwrap();
+        crate::attach_ledger(&conn, &crate::SqliteStore::ledger_path(path)).unwrap();
         conn
     }
 

@@ -142,6 +142,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Answers when the store is reachable.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Ends a bulk load opened for one. A backend that builds a new store during its first load
+    /// puts it in place now; until then, and if this is never called, the load is not stored.
+    async fn finish_load(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// A whole store: tweets and accounts, as every backend provides.

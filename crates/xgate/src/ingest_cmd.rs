@@ -35,14 +35,14 @@ pub struct IngestArgs {
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let db = db_path(args.db, DEFAULT_DB);
-    let store = stores::open(&db, Use::BulkLoad).await?;
+    let store = stores::open(&db, Use::Load).await?;
     let sources = args.files.into_iter().map(Source::File).collect();
     let mut shown = 0;
     let started = std::time::Instant::now();
     let format = formats::by_name(&args.format);
     let progress = Progress::new();
     let report = ingest_with_progress(
-        store,
+        store.clone(),
         format,
         sources,
         |rejection| {
@@ -55,6 +55,10 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     )
     .await
     .context("writing to the store")?;
+    store
+        .finish_load()
+        .await
+        .with_context(|| format!("finishing the load into {}", db.display()))?;
     progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     if report.rejected > PRINTED_REJECTIONS {

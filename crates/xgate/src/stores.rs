@@ -13,7 +13,11 @@ use xgate_store_sqlite::SqliteStore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Use {
     Serve,
+    /// A load whose every commit is kept as it is made (so an interrupted one can go on).
     BulkLoad,
+    /// A load that the caller ends with `finish_load`: a new SQLite store is built aside and
+    /// comes into place then, whole.
+    Load,
 }
 
 /// Opens (and migrates) the store `db` names.
@@ -28,6 +32,7 @@ pub async fn open(db: &Path, usage: Use) -> anyhow::Result<Arc<dyn Backend>> {
     let store = match usage {
         Use::Serve => SqliteStore::open(db),
         Use::BulkLoad => SqliteStore::open_for_bulk_load(db),
+        Use::Load => SqliteStore::open_for_new_load(db),
     }
     .with_context(|| format!("opening the store {}", db.display()))?;
     Ok(Arc::new(store))

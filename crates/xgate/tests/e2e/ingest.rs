@@ -76,6 +76,63 @@ fn a_large_archive_is_ingested_in_bounded_memory() {
     );
 }
 
+/// A load into a new store is whole or nothing: killed midway (here with one batch written and
+/// the rest of its input not yet come), it leaves no store, and the next load builds it whole.
+#[test]
+fn a_load_into_a_new_store_killed_midway_leaves_no_store() {
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.db");
+    let partial = dir.path().join("x.db.partial");
+    // More tweets than one batch of the load (16,384).
+    let lines = xgate_ok(&["gen", "--users", "1", "--per-user", "20000"]);
+    let fifo = dir.path().join("feed.jsonl");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let mut load = Command::new(crate::XGATE)
+        .args(["ingest", "--format", "jsonl", "--db"])
+        .args([&db, &fifo])
+        .env_remove("XGATE_DB")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut feed = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    feed.write_all(lines.as_bytes()).unwrap();
+    // The feed stays open: the load has read everything and waits for more.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 1 << 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load wrote nothing into {}",
+            partial.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    load.kill().unwrap();
+    load.wait().unwrap();
+    drop(feed);
+    assert!(!db.exists(), "a killed load into a new store left a store");
+
+    let file = dir.path().join("tweets.jsonl");
+    std::fs::write(&file, &lines).unwrap();
+    let out = xgate_ok(&[
+        "ingest",
+        "--db",
+        db.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("20000 tweets read") && out.contains("20000 stored new or changed"),
+        "every tweet is new to the store: {out}"
+    );
+    assert!(
+        !partial.exists(),
+        "the next load replaced what the killed one left"
+    );
+}
+
 async fn page(base: &str, key: &str, user: &str) -> (u16, Value) {
     let res = reqwest::Client::new()
         .post(format!("{base}/user/medias"))
