@@ -37,6 +37,11 @@ struct Cli {
     /// in flight to keep its core busy than one that does not).
     #[arg(long, value_delimiter = ',', default_values_t = [32, 64, 128])]
     connections: Vec<u32>,
+    /// Rounds of the ingest and of the throughput cases. Each round runs every throughput case
+    /// once at every connection count, the cases one after another, so that a shared machine's
+    /// changes of speed fall on all of them alike; a row shows its median round.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Users with `--per-user` media tweets each.
     #[arg(long, default_value_t = 800)]
     users: u64,
@@ -263,12 +268,38 @@ fn ensure_wrk() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A run's line in the table.
+/// A line in the table: one case at one connection count, over its rounds.
 struct Row {
     case: String,
     connections: u32,
+    /// The median round's report.
     report: wrk::Report,
+    /// Requests per second of every round, in the order they ran.
+    rounds: Vec<f64>,
+    /// The highest peak over the rounds.
     rss_mib: Option<f64>,
+}
+
+impl Row {
+    /// The row of `runs` (each round's report and the server's peak memory; one or more).
+    fn of_rounds(case: &str, connections: u32, runs: &[(wrk::Report, Option<f64>)]) -> Row {
+        let mut by_rate: Vec<wrk::Report> = runs.iter().map(|(report, _)| *report).collect();
+        by_rate.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+        Row {
+            case: case.into(),
+            connections,
+            report: by_rate[by_rate.len() / 2],
+            rounds: runs.iter().map(|(r, _)| r.requests_per_second).collect(),
+            rss_mib: runs.iter().filter_map(|(_, rss)| *rss).reduce(f64::max),
+        }
+    }
+}
+
+/// The median of `values` (the upper one of an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
@@ -325,27 +356,39 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     let jsonl_mib = std::fs::metadata(&jsonl)?.len() as f64 / (1 << 20) as f64;
 
-    for suffix in ["", "-wal", "-shm", "-ledger", "-ledger-wal", "-ledger-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    // Each round ingests into a new store; the last one's store is served below.
+    let mut ingests = Vec::new();
+    for round in 1..=cli.rounds {
+        for suffix in [
+            "",
+            "-wal",
+            "-shm",
+            "-ledger",
+            "-ledger-wal",
+            "-ledger-shm",
+            ".partial",
+        ] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        // The generator's output, or the last round's store, may still be on its way to disk:
+        // flush it first, so that the ingest is not timed while the kernel writes back 2.3 GB.
+        if let Err(e) = Command::new("sync").status() {
+            eprintln!("sync did not run ({e}); the ingest may share the disk with pending writes");
+        }
+        eprintln!("ingesting, round {round}");
+        let started = Instant::now();
+        let out = Command::new(&xgate)
+            .args(["ingest", "--db"])
+            .arg(&db)
+            .arg(&jsonl)
+            .output()?;
+        ingests.push(started.elapsed().as_secs_f64());
+        ensure!(
+            out.status.success(),
+            "xgate ingest failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    // The generator's output may still be on its way to disk: flush it first, so that the ingest
-    // is not timed while the kernel writes back another program's 2.3 GB.
-    if let Err(e) = Command::new("sync").status() {
-        eprintln!("sync did not run ({e}); the ingest may share the disk with pending writes");
-    }
-    eprintln!("ingesting");
-    let started = Instant::now();
-    let out = Command::new(&xgate)
-        .args(["ingest", "--db"])
-        .arg(&db)
-        .arg(&jsonl)
-        .output()?;
-    let ingest_seconds = started.elapsed().as_secs_f64();
-    ensure!(
-        out.status.success(),
-        "xgate ingest failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let store_mib = ["", "-wal", "-ledger", "-ledger-wal"]
         .iter()
         .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
@@ -461,22 +504,28 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         (CHARGED, &|| serve(&[])),
         (BILLING_OFF, &|| serve(&["--no-billing"])),
     ];
-    for (case, start) in cases {
-        for &connections in &cli.connections {
-            eprintln!("{case}, {connections} connections");
-            let server = start()?;
-            let report = wrk::run(&pin.load, &server.base, &script, seconds, connections)?;
-            ensure!(
-                report.non_2xx == 0,
-                "{case}: {} answers were not 2xx",
-                report.non_2xx
-            );
-            rows.push(Row {
-                case: case.into(),
-                connections,
-                report,
-                rss_mib: server.peak_rss_mib(),
-            });
+    // Every round runs each case at each connection count, the cases side by side.
+    let mut runs: Vec<Vec<(wrk::Report, Option<f64>)>> =
+        vec![Vec::new(); cases.len() * cli.connections.len()];
+    for round in 1..=cli.rounds {
+        for (c, &connections) in cli.connections.iter().enumerate() {
+            for (k, (case, start)) in cases.iter().enumerate() {
+                eprintln!("{case}, {connections} connections, round {round}");
+                let server = start()?;
+                let report = wrk::run(&pin.load, &server.base, &script, seconds, connections)?;
+                ensure!(
+                    report.non_2xx == 0,
+                    "{case}: {} answers were not 2xx",
+                    report.non_2xx
+                );
+                runs[k * cli.connections.len() + c].push((report, server.peak_rss_mib()));
+            }
+        }
+    }
+    for (k, (case, _)) in cases.iter().enumerate() {
+        for (c, &connections) in cli.connections.iter().enumerate() {
+            let runs = &runs[k * cli.connections.len() + c];
+            rows.push(Row::of_rounds(case, connections, runs));
         }
     }
 
@@ -501,19 +550,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             wrk::script(&path, &[request], &[])?;
             let report = wrk::run(&pin.load, &server.base, &path, seconds, DEPTH_CONNECTIONS)?;
             ensure!(report.non_2xx == 0, "{case}: {} answers were not 2xx", report.non_2xx);
-            rows.push(Row { case, connections: DEPTH_CONNECTIONS, report, rss_mib: server.peak_rss_mib() });
+            rows.push(Row::of_rounds(&case, DEPTH_CONNECTIONS, &[(report, server.peak_rss_mib())]));
         }
     }
 
-    print_report(
-        cli,
-        &pin,
-        total,
-        jsonl_mib,
-        ingest_seconds,
-        store_mib,
-        &rows,
-    );
+    print_report(cli, &pin, total, jsonl_mib, &ingests, store_mib, &rows);
     Ok(())
 }
 
@@ -523,7 +564,7 @@ fn print_report(
     pin: &Pinning,
     total: u64,
     jsonl_mib: f64,
-    ingest_seconds: f64,
+    ingests: &[f64],
     store_mib: f64,
     rows: &[Row],
 ) {
@@ -538,32 +579,39 @@ fn print_report(
         .unwrap_or_else(|| "unknown CPU".into());
     println!();
     println!(
-        "xgate benchmark: {cpu}; {}; wrk 1 thread, {} s per case",
-        pin.note, cli.seconds
+        "xgate benchmark: {cpu}; {}; wrk 1 thread, {} s per case, {} rounds (each row: the median round)",
+        pin.note, cli.seconds, cli.rounds
     );
     println!(
         "store: {total} tweets ({} users x {}, 1 user x {})",
         cli.users, cli.per_user, cli.deep
     );
     println!();
-    println!("| case | connections | req/s | p50 ms | p99 ms | server peak RSS MiB |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| case | connections | req/s | p50 ms | p99 ms | server peak RSS MiB | rounds, req/s |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for row in rows {
+        let rounds: Vec<String> = row.rounds.iter().map(|r| format!("{r:.0}")).collect();
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} |",
             row.case,
             row.connections,
             row.report.requests_per_second,
             row.report.p50_ms,
             row.report.p99_ms,
             row.rss_mib
-                .map_or_else(|| "-".into(), |m| format!("{m:.1}"))
+                .map_or_else(|| "-".into(), |m| format!("{m:.1}")),
+            rounds.join(" / ")
         );
     }
+    let ingest_seconds = median(ingests);
     let rate = total as f64 / ingest_seconds;
+    let each: Vec<String> = ingests.iter().map(|s| format!("{s:.1}")).collect();
     println!();
     println!(
-        "ingest: {total} tweets ({jsonl_mib:.0} MiB of JSONL) in {ingest_seconds:.1} s = {rate:.0} tweets/s; store {store_mib:.0} MiB"
+        "ingest: {total} tweets ({jsonl_mib:.0} MiB of JSONL) in {ingest_seconds:.1} s (median; rounds {} s) = {rate:.0} tweets/s; store {store_mib:.0} MiB",
+        each.join(" / ")
     );
     let [ceiling, billed, unbilled] =
         [CEILING, CHARGED, BILLING_OFF].map(|case| best(rows, case).expect("every case ran"));
@@ -575,7 +623,7 @@ fn print_report(
         .filter_map(|r| r.rss_mib)
         .fold(0.0, f64::max);
     println!();
-    println!("throughput (best over the connection counts):");
+    println!("throughput (best median over the connection counts):");
     for row in [ceiling, billed, unbilled] {
         println!(
             "  {}: {:.0} req/s at {} connections",
@@ -664,19 +712,33 @@ impl Drop for Cleanup {
 mod tests {
     use super::*;
 
-    fn row(case: &str, connections: u32, requests_per_second: f64) -> Row {
-        Row {
-            case: case.into(),
-            connections,
-            report: wrk::Report {
-                requests_per_second,
-                p50_ms: 1.0,
-                p99_ms: 2.0,
-                non_2xx: 0,
-                requests: 1,
-            },
-            rss_mib: None,
+    fn report(requests_per_second: f64) -> wrk::Report {
+        wrk::Report {
+            requests_per_second,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            non_2xx: 0,
+            requests: 1,
         }
+    }
+
+    fn row(case: &str, connections: u32, requests_per_second: f64) -> Row {
+        Row::of_rounds(case, connections, &[(report(requests_per_second), None)])
+    }
+
+    #[test]
+    fn a_row_is_its_median_round_and_its_highest_peak() {
+        let runs = [
+            (report(30_000.0), Some(60.0)),
+            (report(10_000.0), Some(70.0)),
+            (report(20_000.0), None),
+        ];
+        let row = Row::of_rounds(CHARGED, 64, &runs);
+        assert_eq!(row.report.requests_per_second, 20_000.0);
+        assert_eq!(row.rounds, [30_000.0, 10_000.0, 20_000.0]);
+        assert_eq!(row.rss_mib, Some(70.0));
+        assert_eq!(median(&[9.0, 12.0, 10.0]), 10.0);
+        assert_eq!(median(&[4.0]), 4.0);
     }
 
     #[test]
