@@ -425,10 +425,12 @@ fn stored_tweet(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTweet> {
 }
 
 fn upsert(conn: &mut Connection, tweets: &mut [TweetRecord]) -> rusqlite::Result<UpsertSummary> {
-    // Grouped by user and in id order, a user's tweets land next to each other in the table (a
-    // page then reads a few adjacent table pages), and both indexes take runs of neighbouring
-    // keys. Stable, so of two versions of one tweet in a batch the later still wins.
-    tweets.sort_by_key(|t| (t.user_id, t.tweet_id));
+    // Grouped by user, a user's tweets land next to each other in the table (a page then reads a
+    // few adjacent table pages), and both indexes take runs of neighbouring keys. Newest first,
+    // as pages read them: the rows a page reads then have consecutive rowids in reading order,
+    // and SQLite moves its table cursor from one to the next with one step instead of a seek
+    // from the root. Stable, so of two versions of one tweet in a batch the later still wins.
+    tweets.sort_by_key(|t| (t.user_id, std::cmp::Reverse(t.tweet_id)));
     let tx = conn.transaction()?;
     let mut summary = UpsertSummary::default();
     {
@@ -724,6 +726,33 @@ mod tests {
             })
             .unwrap();
         assert_eq!(reprepared, 0, "each new binding re-prepared the page query");
+    }
+
+    #[test]
+    fn a_page_reads_rows_in_the_order_they_were_stored() {
+        // Rowids follow a page's reading order (newest first), so SQLite steps from one row to
+        // the next instead of seeking each from the root of the table.
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("order.db")).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mut batch: Vec<TweetRecord> = [9, 2, 7, 4, 1, 8]
+            .into_iter()
+            .map(|i| xgate_model::sample::record(i, 11, true))
+            .collect();
+        batch.extend((1..=3).map(|i| xgate_model::sample::record(100 + i, 12, true)));
+        rt.block_on(store.upsert_tweets(batch)).unwrap();
+        let rowids: Vec<i64> = store
+            .read(|conn| {
+                conn.prepare("SELECT id FROM tweets WHERE user_id = ?1 ORDER BY tweet_id DESC")?
+                    .query_map([to_column(11)], |row| row.get(0))?
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(rowids.len(), 6);
+        assert!(
+            rowids.windows(2).all(|w| w[1] == w[0] + 1),
+            "newest first, the rows are consecutive and ascending: {rowids:?}"
+        );
     }
 
     #[test]
