@@ -283,23 +283,27 @@ struct Row {
 impl Row {
     /// The row of `runs` (each round's report and the server's peak memory; one or more).
     fn of_rounds(case: &str, connections: u32, runs: &[(wrk::Report, Option<f64>)]) -> Row {
-        let mut by_rate: Vec<wrk::Report> = runs.iter().map(|(report, _)| *report).collect();
-        by_rate.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+        let reports: Vec<wrk::Report> = runs.iter().map(|(report, _)| *report).collect();
         Row {
             case: case.into(),
             connections,
-            report: by_rate[by_rate.len() / 2],
+            report: median_by(&reports, |r| r.requests_per_second),
             rounds: runs.iter().map(|(r, _)| r.requests_per_second).collect(),
             rss_mib: runs.iter().filter_map(|(_, rss)| *rss).reduce(f64::max),
         }
     }
 }
 
+/// The item of `items` with the median `key` (the upper one of an even count).
+fn median_by<T: Copy>(items: &[T], key: impl Fn(&T) -> f64) -> T {
+    let mut sorted = items.to_vec();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted[sorted.len() / 2]
+}
+
 /// The median of `values` (the upper one of an even count).
 fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
+    median_by(values, |v| *v)
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {

@@ -146,7 +146,7 @@ impl SqliteStore {
     /// no store, and the next load starts over.
     pub fn open_for_new_load(path: impl AsRef<Path>) -> StoreResult<Self> {
         let path = path.as_ref();
-        let exists = path.try_exists().map_err(|e| io_open_error(path, &e))?;
+        let exists = path.try_exists().map_err(|e| open_error(path, e))?;
         if exists {
             return Self::open_for_bulk_load(path);
         }
@@ -157,7 +157,7 @@ impl SqliteStore {
             .create(true)
             .truncate(false)
             .open(&partial)
-            .map_err(|e| io_open_error(&partial, &e))?;
+            .map_err(|e| open_error(&partial, e))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -167,10 +167,10 @@ impl SqliteStore {
                     partial.display()
                 )));
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io_open_error(&partial, &e)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(open_error(&partial, e)),
         }
         // What an interrupted load left is of no use: start over.
-        file.set_len(0).map_err(|e| io_open_error(&partial, &e))?;
+        file.set_len(0).map_err(|e| open_error(&partial, e))?;
         let mut store =
             Self::open_file(path.to_path_buf(), partial.clone(), Durability::Unprotected)?;
         store.new_file = Mutex::new(Some(NewFile {
@@ -191,7 +191,7 @@ impl SqliteStore {
 
     fn open_with(path: impl AsRef<Path>, durability: Durability) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
-        if !path.try_exists().map_err(|e| io_open_error(&path, &e))? {
+        if !path.try_exists().map_err(|e| open_error(&path, e))? {
             Self::refuse_while_built(&path)?;
         }
         Self::open_file(path.clone(), path, durability)
@@ -368,11 +368,7 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-fn io_open_error(path: &Path, e: &std::io::Error) -> StoreError {
-    StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
-}
-
-fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
+fn open_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
 }
 
@@ -847,6 +843,14 @@ mod tests {
         assert_ne!(version(MAIN), tweets, "a tweet is in the tweets file");
     }
 
+    /// A directory for a test's store (kept while the first value lives), the store's path in
+    /// it, and a runtime to drive the store's async calls.
+    fn scratch(name: &str) -> (tempfile::TempDir, PathBuf, tokio::runtime::Runtime) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        (dir, path, tokio::runtime::Runtime::new().unwrap())
+    }
+
     fn tweets_of(user: u64, ids: std::ops::RangeInclusive<u64>) -> Vec<TweetRecord> {
         ids.map(|i| xgate_model::sample::record(i, user, true))
             .collect()
@@ -854,10 +858,8 @@ mod tests {
 
     #[test]
     fn a_new_store_comes_into_place_only_when_its_load_finishes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("new.db");
+        let (_dir, path, rt) = scratch("new.db");
         let partial = SqliteStore::partial_path(&path);
-        let rt = tokio::runtime::Runtime::new().unwrap();
         {
             let load = SqliteStore::open_for_new_load(&path).unwrap();
             rt.block_on(load.upsert_tweets(tweets_of(4, 1..=30)))
@@ -886,9 +888,7 @@ mod tests {
 
     #[test]
     fn an_unfinished_load_into_a_new_store_leaves_no_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("new.db");
-        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (_dir, path, rt) = scratch("new.db");
         let load = SqliteStore::open_for_new_load(&path).unwrap();
         rt.block_on(load.upsert_tweets(tweets_of(4, 1..=30)))
             .unwrap();
@@ -902,11 +902,9 @@ mod tests {
 
     #[test]
     fn a_load_into_a_new_store_starts_over_from_what_a_crash_left() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("new.db");
+        let (_dir, path, rt) = scratch("new.db");
         let partial = SqliteStore::partial_path(&path);
         std::fs::write(&partial, vec![0xA5; 100_000]).unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
         let load = SqliteStore::open_for_new_load(&path).unwrap();
         rt.block_on(load.upsert_tweets(tweets_of(5, 1..=10)))
             .unwrap();
@@ -919,9 +917,7 @@ mod tests {
 
     #[test]
     fn two_loads_cannot_build_one_new_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("new.db");
-        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (_dir, path, rt) = scratch("new.db");
         let first = SqliteStore::open_for_new_load(&path).unwrap();
         let err = SqliteStore::open_for_new_load(&path)
             .err()
@@ -948,9 +944,7 @@ mod tests {
 
     #[test]
     fn a_finished_load_never_replaces_a_store_that_appeared_meanwhile() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("new.db");
-        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (_dir, path, rt) = scratch("new.db");
         let load = SqliteStore::open_for_new_load(&path).unwrap();
         rt.block_on(load.upsert_tweets(tweets_of(7, 1..=5)))
             .unwrap();
