@@ -326,11 +326,16 @@ impl SqliteStore {
 }
 
 const MAIN: &str = "main";
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
 /// The schema name the ledger file is attached under.
 pub(crate) const LEDGER: &str = "ledger";
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Room for every statement a connection runs often (the ledger's alone has seven), so none
+    // is evicted and prepared again.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // A charge is on disk before its response leaves: every commit is synced. Writes are batched
     // (tweets by the thousand, charges by group commit), so the syncs are few.

@@ -3,6 +3,8 @@
 //! A backend's test file runs all of them with [`story_tests!`](crate::story_tests), naming an
 //! async function that returns a new empty store.
 
+use std::collections::HashSet;
+
 use xgate_model::sample::record;
 use xgate_model::{TweetId, TweetRecord, UserId};
 
@@ -39,6 +41,7 @@ macro_rules! story_tests {
             ping_answers,
             accounts_are_created_once,
             charges_keep_the_books,
+            large_batches_are_recorded_row_for_row_and_a_replayed_id_once,
             the_free_allowance_is_spent_first_and_renews_monthly,
             keys_are_found_by_hash_and_revoked_once,
             idempotent_responses_are_kept_with_their_charge,
@@ -461,6 +464,146 @@ pub async fn charges_keep_the_books(store: &dyn AccountStore) {
         .unwrap();
     assert!(store.audit(acct.id).await.unwrap().balanced());
     assert_eq!(store.account(acct.id).await.unwrap().unwrap().balance, 10);
+}
+
+/// Batches longer than any one statement a backend writes them with (SQLite: 64 rows), with free
+/// and paid credits, logged failures, refusals, and request ids met before (in an earlier batch,
+/// or twice in one): every row lands as recorded, and a replayed id is charged once.
+pub async fn large_batches_are_recorded_row_for_row_and_a_replayed_id_once(
+    store: &dyn AccountStore,
+) {
+    let acct = store.ensure_account("bulk", NOW_MS).await.unwrap();
+    let key = store
+        .insert_key(acct.id, new_key(7), NOW_MS)
+        .await
+        .unwrap()
+        .id;
+    let terms = AccountTerms {
+        free_allowance: Some(50),
+        rate_limit: None,
+    };
+    store.set_terms(acct.id, terms).await.unwrap();
+    let acct = store
+        .add_credits(acct.id, 80, "test", NOW_MS)
+        .await
+        .unwrap();
+    // Every third request fails and is only logged; the others cost 1 or 2.
+    let varied = |name: &str, i: i64| {
+        let (status, cost) = match i % 3 {
+            0 => (500, 0),
+            1 => (200, 1),
+            _ => (200, 2),
+        };
+        RequestRecord {
+            at_ms: NOW_MS + i,
+            latency_us: 1000 + i,
+            endpoint: format!("POST /endpoint/{}", i % 5),
+            ..request(&format!("{name}{i}"), &acct, key, status, cost)
+        }
+    };
+    let mut books = Books {
+        balance: 80,
+        free_left: 50,
+        seen: HashSet::new(),
+    };
+
+    // 150 requests costing 150 credits against 130: the last ones are refused.
+    let first: Vec<RequestRecord> = (0..150).map(|i| varied("b", i)).collect();
+    let expected = books.outcomes(&first);
+    assert!(
+        expected
+            .iter()
+            .any(|o| matches!(o, Recorded::Insufficient { .. }))
+    );
+    assert_eq!(
+        store.record(first.clone(), "2026-11").await.unwrap(),
+        expected
+    );
+    let kept: Vec<(&RequestRecord, &Recorded)> = first
+        .iter()
+        .zip(&expected)
+        .filter(|(_, o)| matches!(o, Recorded::Done { .. }))
+        .collect();
+    let log = store.usage(acct.id, 0, None, 1000).await.unwrap();
+    assert_eq!(log.len(), kept.len());
+    for (row, (rec, outcome)) in log.iter().rev().zip(&kept) {
+        let Recorded::Done { paid, free, .. } = outcome else {
+            unreachable!("only charges were kept")
+        };
+        let written = (
+            &row.request_id,
+            row.at_ms,
+            &row.endpoint,
+            row.status,
+            (row.cost, row.paid, row.free),
+            row.latency_us,
+        );
+        let sent = (
+            &rec.request_id,
+            rec.at_ms,
+            &rec.endpoint,
+            rec.status,
+            (rec.cost, *paid, *free),
+            rec.latency_us,
+        );
+        assert_eq!(written, sent);
+    }
+
+    // 120 new requests, with an id of the first batch among them and one of their own again.
+    store
+        .add_credits(acct.id, 400, "top-up", NOW_MS)
+        .await
+        .unwrap();
+    books.balance += 400;
+    let mut second: Vec<RequestRecord> = (0..120).map(|i| varied("n", i)).collect();
+    second.insert(60, varied("b", 7));
+    second.push(varied("n", 5));
+    let expected = books.outcomes(&second);
+    assert_eq!(expected[60], Recorded::Duplicate);
+    assert_eq!(expected[121], Recorded::Duplicate);
+    assert_eq!(store.record(second, "2026-11").await.unwrap(), expected);
+    let log = store.usage(acct.id, 0, None, 1000).await.unwrap();
+    assert_eq!(log.len(), kept.len() + 120);
+    let audit = store.audit(acct.id).await.unwrap();
+    assert_eq!((audit.balance, audit.charged_failures), (books.balance, 0));
+    assert!(audit.balanced());
+}
+
+/// An account's books kept by hand: free allowance first, then purchased credits; a request id
+/// seen before is a duplicate; a charge the account cannot cover is refused.
+struct Books {
+    balance: i64,
+    free_left: i64,
+    seen: HashSet<String>,
+}
+
+impl Books {
+    fn outcomes(&mut self, batch: &[RequestRecord]) -> Vec<Recorded> {
+        batch.iter().map(|r| self.outcome(r)).collect()
+    }
+
+    fn outcome(&mut self, r: &RequestRecord) -> Recorded {
+        if self.seen.contains(&r.request_id) {
+            return Recorded::Duplicate;
+        }
+        let free = r.cost.min(self.free_left);
+        let paid = r.cost - free;
+        if paid > self.balance {
+            return Recorded::Insufficient {
+                balance: self.balance,
+                free_left: self.free_left,
+            };
+        }
+        self.seen.insert(r.request_id.clone());
+        self.balance -= paid;
+        self.free_left -= free;
+        Recorded::Done {
+            paid,
+            free,
+            balance: self.balance,
+            free_left: self.free_left,
+        }
+    }
 }
 
 pub async fn the_free_allowance_is_spent_first_and_renews_monthly(store: &dyn AccountStore) {
