@@ -12,14 +12,19 @@
 # SCRIPT, and the count is divided by the requests wrk completed. Charges then share commits as
 # they do in the harness, so this is the way to count billing's cost per charge; the counts
 # repeat to about 1% rather than 0.2%, since how many charges a commit takes varies a little.
-# KEEP=FILE keeps callgrind's output there, for callgrind_annotate.
+# KEEP=FILE keeps callgrind's output there, for callgrind_annotate. XGATE=PATH counts that binary
+# instead of building this checkout's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 db=$1
 script=$2
 shift 2
-cargo build --release --quiet -p xgate
-xgate=$PWD/target/release/xgate
+if [ -n "${XGATE:-}" ]; then
+    xgate=$XGATE
+else
+    cargo build --release --quiet -p xgate
+    xgate=$PWD/target/release/xgate
+fi
 out=$(mktemp)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \

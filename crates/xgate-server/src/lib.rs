@@ -18,6 +18,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use rand::RngCore;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
@@ -216,10 +217,15 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal("a request handler panicked".into()).into_response()
-        }))
-        .layer(TraceLayer::new_for_http())
+        // One layer of the three: `Router::layer` wraps every route in a boxed service per call,
+        // and each box is cloned for every request.
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(CatchPanicLayer::custom(|_| {
+                    ApiError::Internal("a request handler panicked".into()).into_response()
+                }))
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
         .with_state(state)
 }
