@@ -258,30 +258,37 @@ fn insert_sql(rows: usize) -> String {
 fn insert_rows(tx: &Connection, rows: &[(&RequestRecord, Split)]) -> rusqlite::Result<usize> {
     let mut written = 0;
     let mut rest = rows;
-    while !rest.is_empty() {
-        let size = INSERT_ROWS
-            .iter()
-            .position(|&n| n <= rest.len())
-            .expect("the smallest INSERT takes one row");
-        let (chunk, after) = rest.split_at(INSERT_ROWS[size]);
-        let mut insert = tx.prepare_cached(&INSERT_SQL[size])?;
-        for (row, (rec, split)) in chunk.iter().enumerate() {
-            let at = row * LEDGER_COLUMNS;
-            insert.raw_bind_parameter(at + 1, rec.request_id.as_str())?;
-            insert.raw_bind_parameter(at + 2, rec.account.0)?;
-            insert.raw_bind_parameter(at + 3, rec.key.0)?;
-            insert.raw_bind_parameter(at + 4, rec.at_ms)?;
-            insert.raw_bind_parameter(at + 5, rec.endpoint.as_str())?;
-            insert.raw_bind_parameter(at + 6, rec.status)?;
-            insert.raw_bind_parameter(at + 7, rec.cost)?;
-            insert.raw_bind_parameter(at + 8, split.paid)?;
-            insert.raw_bind_parameter(at + 9, split.free)?;
-            insert.raw_bind_parameter(at + 10, rec.latency_us)?;
+    for (&size, sql) in INSERT_ROWS.iter().zip(INSERT_SQL.iter()) {
+        while rest.len() >= size {
+            let (chunk, after) = rest.split_at(size);
+            written += insert_chunk(tx, sql, chunk)?;
+            rest = after;
         }
-        written += insert.raw_execute()?;
-        rest = after;
     }
     Ok(written)
+}
+
+/// Writes `chunk` with `sql`, the `INSERT` of exactly `chunk.len()` rows.
+fn insert_chunk(
+    tx: &Connection,
+    sql: &str,
+    chunk: &[(&RequestRecord, Split)],
+) -> rusqlite::Result<usize> {
+    let mut insert = tx.prepare_cached(sql)?;
+    for (row, (rec, split)) in chunk.iter().enumerate() {
+        let at = row * LEDGER_COLUMNS;
+        insert.raw_bind_parameter(at + 1, rec.request_id.as_str())?;
+        insert.raw_bind_parameter(at + 2, rec.account.0)?;
+        insert.raw_bind_parameter(at + 3, rec.key.0)?;
+        insert.raw_bind_parameter(at + 4, rec.at_ms)?;
+        insert.raw_bind_parameter(at + 5, rec.endpoint.as_str())?;
+        insert.raw_bind_parameter(at + 6, rec.status)?;
+        insert.raw_bind_parameter(at + 7, rec.cost)?;
+        insert.raw_bind_parameter(at + 8, split.paid)?;
+        insert.raw_bind_parameter(at + 9, split.free)?;
+        insert.raw_bind_parameter(at + 10, rec.latency_us)?;
+    }
+    insert.raw_execute()
 }
 
 #[async_trait]
