@@ -17,6 +17,19 @@ pub const BILLED_ENDPOINTS: &[&str] = &[
     "POST /user/medias/continuation",
 ];
 
+/// The billed endpoint a request to `path` with `method` is, as it is written in
+/// [`BILLED_ENDPOINTS`]; `None` for any other.
+pub fn billed_endpoint(method: &str, path: &str) -> Option<&'static str> {
+    BILLED_ENDPOINTS
+        .iter()
+        .find(|e| {
+            e.strip_prefix(method)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .is_some_and(|rest| rest == path)
+        })
+        .copied()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PriceError {
     #[error("expected ENDPOINT=CREDITS, e.g. 'POST /user/medias/continuation=2', got {0:?}")]
@@ -94,6 +107,17 @@ mod tests {
         assert_eq!(prices.cost("GET /user/medias"), 0);
         assert_eq!(prices.cost("POST /user/medias"), 1);
         assert_eq!(prices.list().len(), 4);
+    }
+
+    #[test]
+    fn finds_a_billed_endpoint_by_method_and_path() {
+        for endpoint in BILLED_ENDPOINTS {
+            let (method, path) = endpoint.split_once(' ').unwrap();
+            assert_eq!(billed_endpoint(method, path), Some(*endpoint));
+        }
+        assert_eq!(billed_endpoint("PUT", "/user/medias"), None);
+        assert_eq!(billed_endpoint("POST", "/user/medias/"), None);
+        assert_eq!(billed_endpoint("POST", "/v1/credits"), None);
     }
 
     #[test]

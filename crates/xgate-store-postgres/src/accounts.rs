@@ -327,7 +327,7 @@ impl AccountStore for PostgresStore {
                 charged.iter().map(f).collect::<Vec<i64>>()
             };
             let ids: Vec<&str> = charged.iter().map(|c| c.0.request_id.as_str()).collect();
-            let endpoints: Vec<&str> = charged.iter().map(|c| c.0.endpoint.as_str()).collect();
+            let endpoints: Vec<&str> = charged.iter().map(|c| c.0.endpoint.as_ref()).collect();
             let statuses: Vec<i32> = charged.iter().map(|c| i32::from(c.0.status)).collect();
             tx.execute(
                 "INSERT INTO requests (request_id, account_id, key_id, at_ms, endpoint, status,

@@ -281,7 +281,7 @@ fn insert_chunk(
         insert.raw_bind_parameter(at + 2, rec.account.0)?;
         insert.raw_bind_parameter(at + 3, rec.key.0)?;
         insert.raw_bind_parameter(at + 4, rec.at_ms)?;
-        insert.raw_bind_parameter(at + 5, rec.endpoint.as_str())?;
+        insert.raw_bind_parameter(at + 5, rec.endpoint.as_ref())?;
         insert.raw_bind_parameter(at + 6, rec.status)?;
         insert.raw_bind_parameter(at + 7, rec.cost)?;
         insert.raw_bind_parameter(at + 8, split.paid)?;

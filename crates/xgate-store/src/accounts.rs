@@ -7,6 +7,8 @@
 //!   so the balance never goes below zero, whatever the concurrency;
 //! - a charge, its ledger row and its idempotent response are written together or not at all.
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 
 use crate::StoreResult;
@@ -147,8 +149,8 @@ pub struct RequestRecord {
     pub account: AccountId,
     pub key: KeyId,
     pub at_ms: i64,
-    /// `METHOD /path`.
-    pub endpoint: String,
+    /// `METHOD /path`: a server's own endpoints are `'static`, so recording one copies nothing.
+    pub endpoint: Cow<'static, str>,
     pub status: u16,
     /// Credits to charge; 0 for a request that is only logged.
     pub cost: i64,

@@ -497,7 +497,7 @@ pub async fn large_batches_are_recorded_row_for_row_and_a_replayed_id_once(
         RequestRecord {
             at_ms: NOW_MS + i,
             latency_us: 1000 + i,
-            endpoint: format!("POST /endpoint/{}", i % 5),
+            endpoint: format!("POST /endpoint/{}", i % 5).into(),
             ..request(&format!("{name}{i}"), &acct, key, status, cost)
         }
     };
@@ -533,7 +533,7 @@ pub async fn large_batches_are_recorded_row_for_row_and_a_replayed_id_once(
         let written = (
             &row.request_id,
             row.at_ms,
-            &row.endpoint,
+            row.endpoint.as_str(),
             row.status,
             (row.cost, row.paid, row.free),
             row.latency_us,
@@ -541,7 +541,7 @@ pub async fn large_batches_are_recorded_row_for_row_and_a_replayed_id_once(
         let sent = (
             &rec.request_id,
             rec.at_ms,
-            &rec.endpoint,
+            rec.endpoint.as_ref(),
             rec.status,
             (rec.cost, *paid, *free),
             rec.latency_us,

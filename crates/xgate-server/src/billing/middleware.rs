@@ -6,6 +6,7 @@
 //! or on anything else the reservation released. Every answer after the key check carries
 //! `X-Request-Id`, `X-Credits-Cost` and `X-Credits-Remaining`, and is in the account's request log.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes, to_bytes};
@@ -14,6 +15,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+use xgate_billing::prices::billed_endpoint;
 use xgate_billing::rate_limit::{Decision, Window};
 use xgate_billing::{Refusal, clock};
 use xgate_model::wire::LocItem;
@@ -28,7 +30,7 @@ const CREDITS_COST: HeaderName = HeaderName::from_static("x-credits-cost");
 const CREDITS_REMAINING: HeaderName = HeaderName::from_static("x-credits-remaining");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 /// How long a response is replayed for its `Idempotency-Key`.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -39,7 +41,7 @@ pub async fn meter(State(state): State<AppState>, req: Request, next: Next) -> R
         return next.run(req).await;
     };
     let started = Instant::now();
-    let request_id = uuid::Uuid::now_v7().to_string();
+    let request_id = new_request_id();
     let caller = match billing.authenticate(req.headers()).await {
         Ok(caller) => caller,
         Err(e) => return with_request_id(e.into_response(), &request_id),
@@ -49,7 +51,7 @@ pub async fn meter(State(state): State<AppState>, req: Request, next: Next) -> R
         body_limit: state.config().body_limit,
         caller,
         request_id,
-        endpoint: format!("{} {}", req.method(), req.uri().path()),
+        endpoint: endpoint(&req),
         started,
         window: None,
     };
@@ -71,7 +73,7 @@ pub async fn free(State(state): State<AppState>, mut req: Request, next: Next) -
     let Some(billing) = state.billing() else {
         return next.run(req).await;
     };
-    let request_id = uuid::Uuid::now_v7().to_string();
+    let request_id = new_request_id();
     let caller = match billing.authenticate(req.headers()).await {
         Ok(caller) => caller,
         Err(e) => return with_request_id(e.into_response(), &request_id),
@@ -96,7 +98,7 @@ struct Meta<'a> {
     body_limit: usize,
     caller: Caller,
     request_id: String,
-    endpoint: String,
+    endpoint: Cow<'static, str>,
     started: Instant,
     window: Option<Window>,
 }
@@ -236,7 +238,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
-    let loc = || vec![LocItem::from("header"), LocItem::from(IDEMPOTENCY_KEY)];
+    let loc = || {
+        vec![
+            LocItem::from("header"),
+            LocItem::from(IDEMPOTENCY_KEY.as_str()),
+        ]
+    };
     match value.to_str() {
         Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
             Ok(Some(key.to_owned()))
@@ -274,7 +281,10 @@ async fn replay(
     hash: [u8; 32],
 ) -> Result<Response, ApiError> {
     if kept.request_hash != hash {
-        let loc = vec![LocItem::from("header"), LocItem::from(IDEMPOTENCY_KEY)];
+        let loc = vec![
+            LocItem::from("header"),
+            LocItem::from(IDEMPOTENCY_KEY.as_str()),
+        ];
         return Err(ApiError::Validation(vec![issue::idempotency_key_reused(
             loc,
         )]));
@@ -291,6 +301,25 @@ async fn replay(
         .insert(IDEMPOTENT_REPLAYED, header(&kept.request_id));
     meta.log(status);
     Ok(meta.finish(response, 0, None).await)
+}
+
+/// A new request id: a UUIDv7 (time-ordered, so ledger rows append to the end of its index),
+/// written without the formatting machinery.
+fn new_request_id() -> String {
+    let mut text = uuid::Uuid::encode_buffer();
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut text)
+        .to_owned()
+}
+
+/// The endpoint as prices and the ledger name it, `METHOD /path`: borrowed for a billed one.
+fn endpoint(req: &Request) -> Cow<'static, str> {
+    let (method, path) = (req.method().as_str(), req.uri().path());
+    match billed_endpoint(method, path) {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(format!("{method} {path}")),
+    }
 }
 
 fn with_request_id(mut response: Response, request_id: &str) -> Response {

@@ -11,8 +11,8 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, HeaderName};
 use xgate_billing::{Meter, Prices, RateLimits, keys};
 use xgate_store::accounts::{AccountId, AccountStore, KeyAuth};
 
@@ -21,6 +21,7 @@ use crate::error::ApiError;
 /// How long a key's state is trusted before it is read again: a revocation reaches every running
 /// server within this, plus one lookup.
 const KEY_TTL: Duration = Duration::from_millis(900);
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 /// Remembered keys (valid or not) before the cache starts over.
 const KEY_CACHE_MAX: usize = 100_000;
 
@@ -151,7 +152,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
             .unwrap_or("")
     });
     let api_key = headers
-        .get("x-api-key")
+        .get(X_API_KEY)
         .map(|v| v.to_str().map(str::trim).unwrap_or(""));
     match (bearer, api_key) {
         // Two different credentials: neither is trusted.
