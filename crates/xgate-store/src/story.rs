@@ -9,7 +9,8 @@ use xgate_model::sample::record;
 use xgate_model::{TweetId, TweetRecord, UserId};
 
 use crate::accounts::{
-    AccountStore, AccountTerms, KeySelector, NewKey, Recorded, RequestRecord, StoredResponse,
+    Account, AccountStore, AccountTerms, KeyId, KeySelector, NewKey, Recorded, RequestRecord,
+    StoredResponse,
 };
 use crate::{Store, UpsertSummary};
 
@@ -359,7 +360,7 @@ const NOW_MS: i64 = 1_795_651_200_000;
 fn request(
     id: &str,
     account: &crate::accounts::Account,
-    key: crate::accounts::KeyId,
+    key: KeyId,
     status: u16,
     cost: i64,
 ) -> RequestRecord {
@@ -384,6 +385,17 @@ fn new_key(byte: u8) -> NewKey {
     }
 }
 
+/// A new account named `name` with one key (made by [`new_key`] from `byte`), and the key's id.
+async fn account_with_key(store: &dyn AccountStore, name: &str, byte: u8) -> (Account, KeyId) {
+    let acct = store.ensure_account(name, NOW_MS).await.unwrap();
+    let key = store
+        .insert_key(acct.id, new_key(byte), NOW_MS)
+        .await
+        .unwrap()
+        .id;
+    (acct, key)
+}
+
 pub async fn accounts_are_created_once(store: &dyn AccountStore) {
     let a = store.ensure_account("acme", NOW_MS).await.unwrap();
     let again = store.ensure_account("acme", NOW_MS + 5).await.unwrap();
@@ -398,12 +410,7 @@ pub async fn accounts_are_created_once(store: &dyn AccountStore) {
 }
 
 pub async fn charges_keep_the_books(store: &dyn AccountStore) {
-    let acct = store.ensure_account("acme", NOW_MS).await.unwrap();
-    let key = store
-        .insert_key(acct.id, new_key(1), NOW_MS)
-        .await
-        .unwrap()
-        .id;
+    let (acct, key) = account_with_key(store, "acme", 1).await;
     let acct = store.add_credits(acct.id, 3, "test", NOW_MS).await.unwrap();
     assert_eq!(acct.balance, 3);
     let outcomes = store
@@ -472,12 +479,7 @@ pub async fn charges_keep_the_books(store: &dyn AccountStore) {
 pub async fn large_batches_are_recorded_row_for_row_and_a_replayed_id_once(
     store: &dyn AccountStore,
 ) {
-    let acct = store.ensure_account("bulk", NOW_MS).await.unwrap();
-    let key = store
-        .insert_key(acct.id, new_key(7), NOW_MS)
-        .await
-        .unwrap()
-        .id;
+    let (acct, key) = account_with_key(store, "bulk", 7).await;
     let terms = AccountTerms {
         free_allowance: Some(50),
         rate_limit: None,
@@ -607,12 +609,7 @@ impl Books {
 }
 
 pub async fn the_free_allowance_is_spent_first_and_renews_monthly(store: &dyn AccountStore) {
-    let acct = store.ensure_account("free", NOW_MS).await.unwrap();
-    let key = store
-        .insert_key(acct.id, new_key(2), NOW_MS)
-        .await
-        .unwrap()
-        .id;
+    let (acct, key) = account_with_key(store, "free", 2).await;
     let terms = AccountTerms {
         free_allowance: Some(2),
         rate_limit: Some(Some(60)),
@@ -713,7 +710,7 @@ pub async fn keys_are_found_by_hash_and_revoked_once(store: &dyn AccountStore) {
     assert!(store.key_by_hash([3; 32]).await.unwrap().unwrap().revoked);
     assert_eq!(
         store
-            .revoke_key(KeySelector::Id(crate::accounts::KeyId(999)), NOW_MS)
+            .revoke_key(KeySelector::Id(KeyId(999)), NOW_MS)
             .await
             .unwrap(),
         None
@@ -722,12 +719,7 @@ pub async fn keys_are_found_by_hash_and_revoked_once(store: &dyn AccountStore) {
 }
 
 pub async fn idempotent_responses_are_kept_with_their_charge(store: &dyn AccountStore) {
-    let acct = store.ensure_account("idem", NOW_MS).await.unwrap();
-    let key = store
-        .insert_key(acct.id, new_key(5), NOW_MS)
-        .await
-        .unwrap()
-        .id;
+    let (acct, key) = account_with_key(store, "idem", 5).await;
     let acct = store.add_credits(acct.id, 1, "test", NOW_MS).await.unwrap();
     let response = StoredResponse {
         request_hash: [9; 32],
@@ -782,12 +774,7 @@ pub async fn idempotent_responses_are_kept_with_their_charge(store: &dyn Account
 }
 
 pub async fn usage_pages_newest_first_and_sums_by_day(store: &dyn AccountStore) {
-    let acct = store.ensure_account("usage", NOW_MS).await.unwrap();
-    let key = store
-        .insert_key(acct.id, new_key(6), NOW_MS)
-        .await
-        .unwrap()
-        .id;
+    let (acct, key) = account_with_key(store, "usage", 6).await;
     let acct = store
         .add_credits(acct.id, 100, "test", NOW_MS)
         .await

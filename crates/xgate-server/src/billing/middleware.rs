@@ -238,20 +238,22 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
-    let loc = || {
-        vec![
-            LocItem::from("header"),
-            LocItem::from(IDEMPOTENCY_KEY.as_str()),
-        ]
-    };
     match value.to_str() {
         Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
             Ok(Some(key.to_owned()))
         }
-        _ => Err(ApiError::Validation(vec![
-            issue::bad_idempotency_key(loc()),
-        ])),
+        _ => Err(ApiError::Validation(vec![issue::bad_idempotency_key(
+            idempotency_key_loc(),
+        )])),
     }
+}
+
+/// Where an error about the `Idempotency-Key` header points, in the contract's `loc`.
+fn idempotency_key_loc() -> Vec<LocItem> {
+    vec![
+        LocItem::from("header"),
+        LocItem::from(IDEMPOTENCY_KEY.as_str()),
+    ]
 }
 
 /// Reads the body to hash the request (method, path, query, body), and puts it back.
@@ -281,12 +283,8 @@ async fn replay(
     hash: [u8; 32],
 ) -> Result<Response, ApiError> {
     if kept.request_hash != hash {
-        let loc = vec![
-            LocItem::from("header"),
-            LocItem::from(IDEMPOTENCY_KEY.as_str()),
-        ];
         return Err(ApiError::Validation(vec![issue::idempotency_key_reused(
-            loc,
+            idempotency_key_loc(),
         )]));
     }
     let status = StatusCode::from_u16(kept.status).unwrap_or(StatusCode::OK);
