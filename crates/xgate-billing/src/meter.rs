@@ -15,10 +15,10 @@
 //! The writer task, not the waiting request, applies each commit's outcome to the in-memory
 //! account, so a request cancelled while its charge commits leaves the books and the cache right.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use foldhash::{HashMap, HashMapExt};
 use tokio::sync::{mpsc, oneshot};
 use xgate_store::StoreError;
 use xgate_store::accounts::{Account, AccountId, AccountStore, Recorded, RequestRecord};
@@ -50,6 +50,7 @@ pub enum Refusal {
 /// The meter of every account this node serves.
 pub struct Meter {
     store: Arc<dyn AccountStore>,
+    /// By account id (this server's own numbers), so hashed with a fast hash, not SipHash.
     accounts: Mutex<HashMap<AccountId, Local>>,
     queue: mpsc::Sender<Message>,
 }
@@ -60,7 +61,7 @@ struct Local {
     balance: i64,
     free_left: i64,
     /// The month `free_left` belongs to.
-    month: String,
+    month: Arc<str>,
     /// Credits held by requests in flight on this node.
     reserved: i64,
     read_at: Instant,
@@ -72,8 +73,13 @@ impl Local {
     }
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a job moves through the channel's preallocated blocks by value: boxing it cost an \
+              allocation per charge"
+)]
 enum Message {
-    Job(Box<Job>),
+    Job(Job),
     /// Answered once everything queued before it is committed.
     Flush(oneshot::Sender<()>),
 }
@@ -140,18 +146,18 @@ impl Meter {
         }
     }
 
-    fn refresh(&self, account: &Account, month: &str) {
+    fn refresh(&self, account: &Account, month: &Arc<str>) {
         let mut accounts = self.accounts();
         let local = accounts.entry(account.id).or_insert_with(|| Local {
             balance: 0,
             free_left: 0,
-            month: String::new(),
+            month: Arc::clone(month),
             reserved: 0,
             read_at: Instant::now(),
         });
         local.balance = account.balance;
         local.free_left = account.free_left(month);
-        local.month = month.to_owned();
+        local.month = Arc::clone(month);
         local.read_at = Instant::now();
     }
 
@@ -178,7 +184,7 @@ impl Meter {
             reserved: 0,
             reply: None,
         };
-        if let Err(e) = self.queue.try_send(Message::Job(Box::new(job))) {
+        if let Err(e) = self.queue.try_send(Message::Job(job)) {
             // The log of free requests is best effort under overload; charges never are.
             tracing::warn!(error = %e, "request log queue full, a free request goes unlogged");
         }
@@ -202,27 +208,35 @@ impl Meter {
         }
     }
 
-    /// Applies a committed outcome: the reservation ends, and the database's balances replace
+    /// Applies the outcomes of one commit, `(account, credits reserved, outcome)` a charge
+    /// (`None`: the commit failed): each reservation ends, and the database's balances replace
     /// what this node believed.
-    fn committed(&self, account: AccountId, reserved: i64, outcome: Option<&Recorded>) {
+    fn committed<'a>(&self, charges: impl Iterator<Item = (AccountId, i64, Option<&'a Recorded>)>) {
+        let now = Instant::now();
         let mut accounts = self.accounts();
-        let Some(local) = accounts.get_mut(&account) else {
-            return;
-        };
-        local.reserved -= reserved;
-        match outcome {
-            Some(
-                Recorded::Done {
-                    balance, free_left, ..
-                }
-                | Recorded::Insufficient { balance, free_left },
-            ) => {
-                local.balance = *balance;
-                local.free_left = *free_left;
-                local.read_at = Instant::now();
+        for (account, reserved, outcome) in charges {
+            if let Some(local) = accounts.get_mut(&account) {
+                apply(local, reserved, outcome, now);
             }
-            Some(Recorded::Duplicate) | None => {}
         }
+    }
+}
+
+/// Applies one committed outcome, read at `now`, to what this node knows of its account.
+fn apply(local: &mut Local, reserved: i64, outcome: Option<&Recorded>, now: Instant) {
+    local.reserved -= reserved;
+    match outcome {
+        Some(
+            Recorded::Done {
+                balance, free_left, ..
+            }
+            | Recorded::Insufficient { balance, free_left },
+        ) => {
+            local.balance = *balance;
+            local.free_left = *free_left;
+            local.read_at = now;
+        }
+        Some(Recorded::Duplicate) | None => {}
     }
 }
 
@@ -252,13 +266,7 @@ impl Reservation {
         };
         // From here the writer task releases the reservation, whatever happens to this future.
         self.held = false;
-        if self
-            .meter
-            .queue
-            .send(Message::Job(Box::new(job)))
-            .await
-            .is_err()
-        {
+        if self.meter.queue.send(Message::Job(job)).await.is_err() {
             self.meter.release(self.account, self.cost);
             return Err(StoreError::Unavailable("the meter has stopped".into()));
         }
@@ -310,7 +318,7 @@ async fn writer(
                         record,
                         reserved,
                         reply,
-                    } = *job;
+                    } = job;
                     waiters.push((record.account, reserved, reply));
                     records.push(record);
                 }
@@ -326,10 +334,12 @@ async fn writer(
         let meter = meter.upgrade();
         match result {
             Ok(outcomes) => {
-                for ((account, reserved, reply), outcome) in waiters.into_iter().zip(outcomes) {
-                    if let Some(meter) = &meter {
-                        meter.committed(account, reserved, Some(&outcome));
-                    }
+                if let Some(meter) = &meter {
+                    meter.committed(waiters.iter().zip(&outcomes).map(
+                        |((account, reserved, _), outcome)| (*account, *reserved, Some(outcome)),
+                    ));
+                }
+                for ((_, _, reply), outcome) in waiters.into_iter().zip(outcomes) {
                     if let Some(reply) = reply {
                         let _ = reply.send(Ok(outcome));
                     }
@@ -337,10 +347,14 @@ async fn writer(
             }
             Err(e) => {
                 tracing::error!(error = %e, charges = count, "recording charges failed");
-                for (account, reserved, reply) in waiters {
-                    if let Some(meter) = &meter {
-                        meter.committed(account, reserved, None);
-                    }
+                if let Some(meter) = &meter {
+                    meter.committed(
+                        waiters
+                            .iter()
+                            .map(|(account, reserved, _)| (*account, *reserved, None)),
+                    );
+                }
+                for (_, _, reply) in waiters {
                     if let Some(reply) = reply {
                         let _ = reply.send(Err(e.clone()));
                     }

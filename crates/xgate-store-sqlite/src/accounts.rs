@@ -1,7 +1,7 @@
 //! [`AccountStore`] on SQLite. Every write is one transaction on the single writer connection,
 //! so the read-check-write of a charge cannot interleave with another.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::LazyLock;
 
@@ -155,7 +155,8 @@ fn record_row_by_row(
     Ok(outcomes)
 }
 
-/// The accounts a batch touches, as its charges leave them, and when each key was last used.
+/// The accounts a batch touches, as its charges leave them, and when each key was last used;
+/// by this store's own ids, so hashed with a fast hash, not SipHash.
 #[derive(Default)]
 struct Books {
     accounts: HashMap<AccountId, Account>,

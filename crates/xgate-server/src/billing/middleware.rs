@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::time::Instant;
 
-use axum::body::{Body, Bytes, to_bytes};
+use axum::body::{Body, Bytes, HttpBody, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -41,10 +41,10 @@ pub async fn meter(State(state): State<AppState>, req: Request, next: Next) -> R
         return next.run(req).await;
     };
     let started = Instant::now();
-    let request_id = new_request_id();
+    let request_id = RequestId::new();
     let caller = match billing.authenticate(req.headers()).await {
         Ok(caller) => caller,
-        Err(e) => return with_request_id(e.into_response(), &request_id),
+        Err(e) => return with_request_id(e.into_response(), request_id),
     };
     let mut meta = Meta {
         billing,
@@ -73,10 +73,10 @@ pub async fn free(State(state): State<AppState>, mut req: Request, next: Next) -
     let Some(billing) = state.billing() else {
         return next.run(req).await;
     };
-    let request_id = new_request_id();
+    let request_id = RequestId::new();
     let caller = match billing.authenticate(req.headers()).await {
         Ok(caller) => caller,
-        Err(e) => return with_request_id(e.into_response(), &request_id),
+        Err(e) => return with_request_id(e.into_response(), request_id),
     };
     req.extensions_mut().insert(caller);
     let mut response = next.run(req).await;
@@ -86,9 +86,9 @@ pub async fn free(State(state): State<AppState>, mut req: Request, next: Next) -
         .await
         .unwrap_or(0);
     let headers = response.headers_mut();
-    headers.insert(REQUEST_ID, header(&request_id));
-    headers.insert(CREDITS_COST, HeaderValue::from(0));
-    headers.insert(CREDITS_REMAINING, HeaderValue::from(remaining.max(0)));
+    headers.insert(REQUEST_ID, request_id.header());
+    headers.insert(CREDITS_COST, credits(0));
+    headers.insert(CREDITS_REMAINING, credits(remaining.max(0)));
     response
 }
 
@@ -97,7 +97,7 @@ struct Meta<'a> {
     billing: &'a Billing,
     body_limit: usize,
     caller: Caller,
-    request_id: String,
+    request_id: RequestId,
     endpoint: Cow<'static, str>,
     started: Instant,
     window: Option<Window>,
@@ -106,7 +106,7 @@ struct Meta<'a> {
 impl Meta<'_> {
     fn record(&self, status: StatusCode, cost: i64) -> RequestRecord {
         RequestRecord {
-            request_id: self.request_id.clone(),
+            request_id: self.request_id.as_str().to_owned(),
             account: self.caller.auth.account_id,
             key: self.caller.auth.key_id,
             at_ms: clock::now_ms(),
@@ -135,9 +135,9 @@ impl Meta<'_> {
                 .unwrap_or(0),
         };
         let headers = response.headers_mut();
-        headers.insert(REQUEST_ID, header(&self.request_id));
-        headers.insert(CREDITS_COST, HeaderValue::from(cost));
-        headers.insert(CREDITS_REMAINING, HeaderValue::from(remaining.max(0)));
+        headers.insert(REQUEST_ID, self.request_id.header());
+        headers.insert(CREDITS_COST, credits(cost));
+        headers.insert(CREDITS_REMAINING, credits(remaining.max(0)));
         if let Some(window) = self.window {
             rate_limit_headers(headers, window);
         }
@@ -200,35 +200,42 @@ async fn metered(meta: &mut Meta<'_>, req: Request, next: Next) -> Result<Respon
         return Ok(meta.finish(response, 0, None).await);
     }
 
-    let (parts, body) = response.into_parts();
-    let body = to_bytes(body, usize::MAX)
-        .await
-        .map_err(|e| ApiError::Internal(format!("reading a response body: {e}")))?;
+    // The charge is made only for a response that exists in full. A body held in memory (its
+    // exact size known, as every handler here builds them) is one; any other is read to its end
+    // first, so that a body failing midway is not charged. One kept for an `Idempotency-Key` is
+    // read in any case.
+    let (parts, mut body) = response.into_parts();
     let mut record = meta.record(status, cost);
-    if let Some((key, request_hash, _)) = &idempotency {
-        record.idempotency = Some((
-            key.clone(),
-            StoredResponse {
-                request_hash: *request_hash,
-                status: status.as_u16(),
-                body: body.to_vec(),
-                request_id: meta.request_id.clone(),
-                created_ms: record.at_ms,
-            },
-        ));
+    if idempotency.is_some() || body.size_hint().exact().is_none() {
+        let bytes = to_bytes(body, usize::MAX)
+            .await
+            .map_err(|e| ApiError::Internal(format!("reading a response body: {e}")))?;
+        if let Some((key, request_hash, _)) = &idempotency {
+            record.idempotency = Some((
+                key.clone(),
+                StoredResponse {
+                    request_hash: *request_hash,
+                    status: status.as_u16(),
+                    body: bytes.to_vec(),
+                    request_id: meta.request_id.as_str().to_owned(),
+                    created_ms: record.at_ms,
+                },
+            ));
+        }
+        body = Body::from(bytes);
     }
     match reservation.settle(record).await? {
         Recorded::Done {
             balance, free_left, ..
         } => {
-            let response = Response::from_parts(parts, Body::from(body));
+            let response = Response::from_parts(parts, body);
             Ok(meta.finish(response, cost, Some(balance + free_left)).await)
         }
         // Another node spent the credits while this request ran: it fails, uncharged.
         Recorded::Insufficient { .. } => Err(ApiError::InsufficientCredits),
         Recorded::Duplicate => Err(ApiError::Internal(format!(
             "request id {} recorded twice",
-            meta.request_id
+            meta.request_id.as_str()
         ))),
     }
 }
@@ -301,14 +308,26 @@ async fn replay(
     Ok(meta.finish(response, 0, None).await)
 }
 
-/// A new request id: a UUIDv7 (time-ordered, so ledger rows append to the end of its index),
-/// written without the formatting machinery.
-fn new_request_id() -> String {
-    let mut text = uuid::Uuid::encode_buffer();
-    uuid::Uuid::now_v7()
-        .hyphenated()
-        .encode_lower(&mut text)
-        .to_owned()
+/// A request's id: a UUIDv7 (time-ordered, so ledger rows append to the end of its index), kept
+/// as its text on the stack and copied out only where it is sent or recorded.
+#[derive(Clone, Copy)]
+struct RequestId([u8; uuid::fmt::Hyphenated::LENGTH]);
+
+impl RequestId {
+    fn new() -> RequestId {
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
+        RequestId(text)
+    }
+
+    fn as_str(&self) -> &str {
+        // Always ASCII: encode_lower writes hex digits and hyphens.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    fn header(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.0).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    }
 }
 
 /// The endpoint as prices and the ledger name it, `METHOD /path`: borrowed for a billed one.
@@ -320,11 +339,20 @@ fn endpoint(req: &Request) -> Cow<'static, str> {
     }
 }
 
-fn with_request_id(mut response: Response, request_id: &str) -> Response {
+fn with_request_id(mut response: Response, request_id: RequestId) -> Response {
     response
         .headers_mut()
-        .insert(REQUEST_ID, header(request_id));
+        .insert(REQUEST_ID, request_id.header());
     response
+}
+
+/// A count of credits as a header value: the prices' usual 0 and 1 without an allocation.
+fn credits(count: i64) -> HeaderValue {
+    match count {
+        0 => HeaderValue::from_static("0"),
+        1 => HeaderValue::from_static("1"),
+        _ => HeaderValue::from(count),
+    }
 }
 
 fn header(text: &str) -> HeaderValue {
@@ -340,4 +368,111 @@ fn rate_limit_headers(headers: &mut HeaderMap, window: Window) {
     );
     headers.insert(RATELIMIT_POLICY, header(&policy));
     headers.insert(RATELIMIT, header(&state));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use axum::Router;
+    use axum::routing::post;
+    use http_body::Frame;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    use xgate_billing::keys;
+    use xgate_store::accounts::AccountStore;
+    use xgate_store_sqlite::SqliteStore;
+
+    use super::*;
+    use crate::{BillingConfig, ServerConfig};
+
+    /// A body of unknown length that sends its first bytes and then fails.
+    struct BreaksOff {
+        sent: bool,
+    }
+
+    impl HttpBody for BreaksOff {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            let frame = if std::mem::replace(&mut self.sent, true) {
+                Err(std::io::Error::other("the page broke off"))
+            } else {
+                Ok(Frame::data(Bytes::from_static(b"{\"results\":[")))
+            };
+            Poll::Ready(Some(frame))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_fails_midway_is_not_charged_and_a_whole_one_passes_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join("m.db")).unwrap());
+        let now = clock::now_ms();
+        let account = store.ensure_account("a", now).await.unwrap();
+        store
+            .add_credits(account.id, 10, "test", now)
+            .await
+            .unwrap();
+        let (key, stored) = keys::generate(None);
+        store.insert_key(account.id, stored, now).await.unwrap();
+        let billing = Billing::start(store.clone(), BillingConfig::default());
+        let state = AppState::metered(store.clone(), ServerConfig::default(), billing)
+            .await
+            .unwrap();
+        // Two billed endpoints: one whose 200 breaks off, one with a body held in memory.
+        let app = Router::new()
+            .route(
+                "/user/medias/continuation",
+                post(|| async { Body::new(BreaksOff { sent: false }) }),
+            )
+            .route("/user/medias", post(|| async { "{\"results\":[]}" }))
+            .layer(axum::middleware::from_fn_with_state(state, meter));
+        let call = |uri: &'static str| {
+            let request = Request::post(uri)
+                .header("x-api-key", &key)
+                .body(Body::empty())
+                .unwrap();
+            app.clone().oneshot(request)
+        };
+
+        let broken = call("/user/medias/continuation").await.unwrap();
+        assert_eq!(broken.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(broken.headers()[CREDITS_COST], "0");
+        assert_eq!(broken.headers()[CREDITS_REMAINING], "10");
+
+        let whole = call("/user/medias").await.unwrap();
+        assert_eq!(whole.status(), StatusCode::OK);
+        assert_eq!(whole.headers()[CREDITS_COST], "1");
+        assert_eq!(whole.headers()[CREDITS_REMAINING], "9");
+        let body = whole.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"{\"results\":[]}");
+
+        let audit = store.audit(account.id).await.unwrap();
+        assert_eq!((audit.paid, audit.balance), (1, 9));
+        assert!(audit.balanced(), "{audit:?}");
+    }
+
+    #[test]
+    fn credit_counts_read_as_numbers() {
+        for count in [0, 1, 2, 9, 10, 999, i64::MAX] {
+            assert_eq!(credits(count).to_str().unwrap(), count.to_string());
+        }
+    }
+
+    #[test]
+    fn a_request_id_is_a_lowercase_uuid_v7_and_its_header_says_the_same() {
+        let id = RequestId::new();
+        let parsed = uuid::Uuid::parse_str(id.as_str()).unwrap();
+        assert_eq!(parsed.get_version_num(), 7);
+        assert_eq!(parsed.hyphenated().to_string(), id.as_str());
+        assert_eq!(id.header().to_str().unwrap(), id.as_str());
+        assert_ne!(RequestId::new().as_str(), id.as_str());
+    }
 }

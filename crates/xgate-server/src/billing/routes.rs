@@ -90,7 +90,7 @@ pub async fn credits(
         balance: account.balance,
         free_allowance: account.free_allowance,
         free_remaining,
-        free_period: month,
+        free_period: month.to_string(),
         rate_limit_per_minute: account.rate_limit,
         credit_value_usd: 0.01,
         prices: billing
