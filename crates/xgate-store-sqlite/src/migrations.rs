@@ -210,8 +210,9 @@ const LEDGER_MIGRATIONS: &[&str] = &[
     ",
     // 3: the request ledger without foreign keys. Its account_id and key_id name rows of
     // accounts and api_keys, which are never deleted, and every row is written with the ids of
-    // a key just read from those tables; checking both parents for each charge was an eighth of
-    // the charge's write (two B-tree seeks a row). The other tables keep theirs. The index by
+    // a key just read from those tables; checking both parents (two B-tree seeks a row) was an
+    // eighth of a charge's write on a small ledger and a quarter on one of millions of rows
+    // (docs/BENCHMARKS.md). The other tables keep theirs. The index by
     // account names the account only: an index entry ends with the rowid, which is seq, so it
     // orders an account's rows by seq as before, one number shorter.
     "
