@@ -1,11 +1,11 @@
 //! [`AccountStore`] on SQLite. Every write is one transaction on the single writer connection,
 //! so the read-check-write of a charge cannot interleave with another.
 
-use foldhash::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
+use foldhash::HashMap;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use xgate_store::StoreResult;
 use xgate_store::accounts::{
