@@ -4,8 +4,8 @@
 //! ingests it, starts servers pinned to CPU 0, drives them with wrk pinned to CPU 1, and prints
 //! one table: the ceiling (a minimal axum server answering a fixed body the size of a real page),
 //! xgate's charged continuation endpoint, the same without billing, a page at depth 0 and at depth
-//! 100,000 of a 200,000-tweet timeline, ingest throughput, the store's size, and the server's peak
-//! memory. `docs/BENCHMARKS.md` records its output.
+//! 100,000 of a 200,000-tweet timeline, ingest throughput, the store's size, and each server's
+//! peak memory and core time a request. `docs/BENCHMARKS.md` records its output.
 
 mod wrk;
 
@@ -164,6 +164,36 @@ impl Server {
         })
     }
 
+    /// Core time the server has used so far, in seconds: user and system, all its threads,
+    /// ended ones included (`utime` and `stime` from `/proc`).
+    fn cpu_seconds(&self, ticks_per_second: f64) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        Some(cpu_ticks(&stat)? as f64 / ticks_per_second)
+    }
+
+    /// Runs `load` against this server and notes what the server spent meanwhile.
+    fn measure(
+        &self,
+        ticks_per_second: f64,
+        load: impl FnOnce() -> anyhow::Result<wrk::Report>,
+    ) -> anyhow::Result<Run> {
+        let before = self.cpu_seconds(ticks_per_second);
+        let started = Instant::now();
+        let report = load()?;
+        let wall = started.elapsed().as_secs_f64();
+        let cpu = before
+            .zip(self.cpu_seconds(ticks_per_second))
+            .map(|(before, after)| Cpu {
+                seconds: after - before,
+                wall,
+            });
+        Ok(Run {
+            report,
+            rss_mib: self.peak_rss_mib(),
+            cpu,
+        })
+    }
+
     /// Peak resident memory so far, in MiB (`VmHWM`).
     fn peak_rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
@@ -269,11 +299,42 @@ fn ensure_wrk() -> anyhow::Result<()> {
 }
 
 /// A line in the table: one case at one connection count, over its rounds.
+/// One run of a case against one server.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    report: wrk::Report,
+    /// The server's peak memory.
+    rss_mib: Option<f64>,
+    /// The server's core time during the load.
+    cpu: Option<Cpu>,
+}
+
+/// Core time a server used during a run, and how long the run took.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Cpu {
+    seconds: f64,
+    wall: f64,
+}
+
+impl Cpu {
+    /// Core microseconds a request, over `requests`.
+    fn per_request_us(&self, requests: u64) -> f64 {
+        self.seconds * 1e6 / requests.max(1) as f64
+    }
+
+    /// How busy the server kept one core: 1.0 when its threads ran all the time.
+    fn busy(&self) -> f64 {
+        self.seconds / self.wall
+    }
+}
+
 struct Row {
     case: String,
     connections: u32,
     /// The median round's report.
     report: wrk::Report,
+    /// The median round's core time.
+    cpu: Option<Cpu>,
     /// Requests per second of every round, in the order they ran.
     rounds: Vec<f64>,
     /// The highest peak over the rounds.
@@ -281,17 +342,44 @@ struct Row {
 }
 
 impl Row {
-    /// The row of `runs` (each round's report and the server's peak memory; one or more).
-    fn of_rounds(case: &str, connections: u32, runs: &[(wrk::Report, Option<f64>)]) -> Row {
-        let reports: Vec<wrk::Report> = runs.iter().map(|(report, _)| *report).collect();
+    /// The row of `runs` (one or more rounds).
+    fn of_rounds(case: &str, connections: u32, runs: &[Run]) -> Row {
+        let median = median_by(runs, |run| run.report.requests_per_second);
         Row {
             case: case.into(),
             connections,
-            report: median_by(&reports, |r| r.requests_per_second),
-            rounds: runs.iter().map(|(r, _)| r.requests_per_second).collect(),
-            rss_mib: runs.iter().filter_map(|(_, rss)| *rss).reduce(f64::max),
+            report: median.report,
+            cpu: median.cpu,
+            rounds: runs.iter().map(|r| r.report.requests_per_second).collect(),
+            rss_mib: runs.iter().filter_map(|r| r.rss_mib).reduce(f64::max),
         }
     }
+
+    /// Core microseconds a request in the median round.
+    fn core_us(&self) -> Option<f64> {
+        self.cpu.map(|cpu| cpu.per_request_us(self.report.requests))
+    }
+}
+
+/// `utime + stime` of a `/proc/PID/stat` line, in clock ticks. The fields are counted from the
+/// end of the command's name, which stands in parentheses and may hold spaces and parentheses.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of the line; the first after the name is field 3.
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The clock ticks a second that `/proc` counts CPU time in (`getconf CLK_TCK`; 100 on Linux).
+fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 /// The item of `items` with the median `key` (the upper one of an even count).
@@ -509,20 +597,22 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         (BILLING_OFF, &|| serve(&["--no-billing"])),
     ];
     // Every round runs each case at each connection count, the cases side by side.
-    let mut runs: Vec<Vec<(wrk::Report, Option<f64>)>> =
-        vec![Vec::new(); cases.len() * cli.connections.len()];
+    let ticks = ticks_per_second();
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); cases.len() * cli.connections.len()];
     for round in 1..=cli.rounds {
         for (c, &connections) in cli.connections.iter().enumerate() {
             for (k, (case, start)) in cases.iter().enumerate() {
                 eprintln!("{case}, {connections} connections, round {round}");
                 let server = start()?;
-                let report = wrk::run(&pin.load, &server.base, &script, seconds, connections)?;
+                let run = server.measure(ticks, || {
+                    wrk::run(&pin.load, &server.base, &script, seconds, connections)
+                })?;
                 ensure!(
-                    report.non_2xx == 0,
+                    run.report.non_2xx == 0,
                     "{case}: {} answers were not 2xx",
-                    report.non_2xx
+                    run.report.non_2xx
                 );
-                runs[k * cli.connections.len() + c].push((report, server.peak_rss_mib()));
+                runs[k * cli.connections.len() + c].push(run);
             }
         }
     }
@@ -552,9 +642,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             eprintln!("{case}");
             let path = dir.join("depth.lua");
             wrk::script(&path, &[request], &[])?;
-            let report = wrk::run(&pin.load, &server.base, &path, seconds, DEPTH_CONNECTIONS)?;
-            ensure!(report.non_2xx == 0, "{case}: {} answers were not 2xx", report.non_2xx);
-            rows.push(Row::of_rounds(&case, DEPTH_CONNECTIONS, &[(report, server.peak_rss_mib())]));
+            let run = server.measure(ticks, || {
+                wrk::run(&pin.load, &server.base, &path, seconds, DEPTH_CONNECTIONS)
+            })?;
+            ensure!(run.report.non_2xx == 0, "{case}: {} answers were not 2xx", run.report.non_2xx);
+            rows.push(Row::of_rounds(&case, DEPTH_CONNECTIONS, &[run]));
         }
     }
 
@@ -592,20 +684,22 @@ fn print_report(
     );
     println!();
     println!(
-        "| case | connections | req/s | p50 ms | p99 ms | server peak RSS MiB | rounds, req/s |"
+        "| case | connections | req/s | p50 ms | p99 ms | server core µs a request | server core busy | server peak RSS MiB | rounds, req/s |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".into());
     for row in rows {
         let rounds: Vec<String> = row.rounds.iter().map(|r| format!("{r:.0}")).collect();
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
             row.case,
             row.connections,
             row.report.requests_per_second,
             row.report.p50_ms,
             row.report.p99_ms,
-            row.rss_mib
-                .map_or_else(|| "-".into(), |m| format!("{m:.1}")),
+            or_dash(row.core_us().map(|us| format!("{us:.1}"))),
+            or_dash(row.cpu.map(|cpu| format!("{:.0}%", cpu.busy() * 100.0))),
+            or_dash(row.rss_mib.map(|m| format!("{m:.1}"))),
             rounds.join(" / ")
         );
     }
@@ -629,9 +723,25 @@ fn print_report(
     println!();
     println!("throughput (best median over the connection counts):");
     for row in [ceiling, billed, unbilled] {
+        let core = row
+            .core_us()
+            .zip(row.cpu)
+            .map_or_else(String::new, |(us, cpu)| {
+                format!(
+                    "; {us:.1} µs of the server's core a request, the core {:.0}% busy",
+                    cpu.busy() * 100.0
+                )
+            });
         println!(
-            "  {}: {:.0} req/s at {} connections",
+            "  {}: {:.0} req/s at {} connections{core}",
             row.case, row.report.requests_per_second, row.connections
+        );
+    }
+    if let Some((charged, off)) = billed.core_us().zip(unbilled.core_us()) {
+        println!(
+            "  billing's core time a request: {:.1} µs (billing off / charged in core time: {:.2})",
+            charged - off,
+            off / charged
         );
     }
     let (ceiling, billed, unbilled) = (ceiling.report, billed.report, unbilled.report);
@@ -726,19 +836,34 @@ mod tests {
         }
     }
 
+    fn run(requests_per_second: f64, rss_mib: Option<f64>, cpu: Option<Cpu>) -> Run {
+        Run {
+            report: report(requests_per_second),
+            rss_mib,
+            cpu,
+        }
+    }
+
     fn row(case: &str, connections: u32, requests_per_second: f64) -> Row {
-        Row::of_rounds(case, connections, &[(report(requests_per_second), None)])
+        Row::of_rounds(case, connections, &[run(requests_per_second, None, None)])
     }
 
     #[test]
     fn a_row_is_its_median_round_and_its_highest_peak() {
+        let cpu = |seconds| {
+            Some(Cpu {
+                seconds,
+                wall: 10.0,
+            })
+        };
         let runs = [
-            (report(30_000.0), Some(60.0)),
-            (report(10_000.0), Some(70.0)),
-            (report(20_000.0), None),
+            run(30_000.0, Some(60.0), cpu(9.0)),
+            run(10_000.0, Some(70.0), cpu(8.0)),
+            run(20_000.0, None, cpu(9.5)),
         ];
         let row = Row::of_rounds(CHARGED, 64, &runs);
         assert_eq!(row.report.requests_per_second, 20_000.0);
+        assert_eq!(row.cpu, cpu(9.5), "the median round's core time");
         assert_eq!(row.rounds, [30_000.0, 10_000.0, 20_000.0]);
         assert_eq!(row.rss_mib, Some(70.0));
         assert_eq!(median(&[9.0, 12.0, 10.0]), 10.0);
@@ -758,5 +883,32 @@ mod tests {
         assert_eq!(charged.connections, 128);
         assert_eq!(best(&rows, BILLING_OFF).unwrap().connections, 32);
         assert!(best(&rows, CEILING).is_none());
+    }
+
+    #[test]
+    fn core_time_is_counted_per_request_and_against_the_wall_clock() {
+        let cpu = Cpu {
+            seconds: 4.5,
+            wall: 5.0,
+        };
+        assert!((cpu.per_request_us(150_000) - 30.0).abs() < 1e-9);
+        assert!((cpu.busy() - 0.9).abs() < 1e-9);
+        let mut row = row(CHARGED, 64, 30_000.0);
+        row.report.requests = 150_000;
+        row.cpu = Some(cpu);
+        assert_eq!(row.core_us().map(f64::round), Some(30.0));
+    }
+
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name_whatever_it_holds() {
+        // proc(5): pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
+        // cmajflt utime stime ...
+        let line = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 900 0 3 0 1234 567 0 0 20 0 9 0";
+        assert_eq!(cpu_ticks(line), Some(1234 + 567));
+        assert_eq!(cpu_ticks("4242 (cut short) S 1 2"), None);
+        assert_eq!(cpu_ticks("no name here"), None);
+        // This very process's line reads too.
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(cpu_ticks(&own).is_some(), "{own}");
     }
 }
