@@ -298,7 +298,6 @@ fn ensure_wrk() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A line in the table: one case at one connection count, over its rounds.
 /// One run of a case against one server.
 #[derive(Debug, Clone, Copy)]
 struct Run {
@@ -328,6 +327,7 @@ impl Cpu {
     }
 }
 
+/// A line in the table: one case at one connection count, over its rounds.
 struct Row {
     case: String,
     connections: u32,
