@@ -26,55 +26,38 @@ COLUMNS = """account_id INTEGER NOT NULL, key_id INTEGER NOT NULL, at_ms INTEGER
     paid INTEGER NOT NULL CHECK (paid >= 0), free INTEGER NOT NULL CHECK (free >= 0),
     latency_us INTEGER NOT NULL"""
 
-# name: (DDL, request id as 16 bytes?, conflict target)
+BY_ACCOUNT = "CREATE INDEX requests_by_account ON requests (account_id);"
+
+
+def with_seq(id_type="TEXT", unique=True, by_account=True):
+    """A rowid table numbered by `seq`, as the ledger is: (DDL, binary ids?, conflict target)."""
+    ddl = f"""CREATE TABLE requests (seq INTEGER PRIMARY KEY,
+        request_id {id_type} NOT NULL{" UNIQUE" if unique else ""}, {COLUMNS});"""
+    if by_account:
+        ddl += BY_ACCOUNT
+    return ddl, id_type == "BLOB", "request_id" if unique else None
+
+
+def keyed(primary_key, id_type="TEXT", by_account=False):
+    """A table stored in the order of its primary key (`WITHOUT ROWID`), without `seq`."""
+    ddl = f"""CREATE TABLE requests (request_id {id_type} NOT NULL, {COLUMNS},
+        PRIMARY KEY ({primary_key})) WITHOUT ROWID;"""
+    if by_account:
+        ddl += BY_ACCOUNT
+    return ddl, id_type == "BLOB", primary_key
+
+
 LAYOUTS = {
     # The ledger as xgate writes it (ledger migration 3).
-    "current": (
-        f"""CREATE TABLE requests (seq INTEGER PRIMARY KEY, request_id TEXT NOT NULL UNIQUE,
-            {COLUMNS});
-            CREATE INDEX requests_by_account ON requests (account_id);""",
-        False,
-        "request_id",
+    "current": with_seq(),
+    "current, id as 16 bytes": with_seq(id_type="BLOB"),
+    "keyed by request id, no seq": keyed("request_id", by_account=True),
+    "keyed by (account, request id), no seq": keyed("account_id, request_id"),
+    "keyed by (account, request id as 16 bytes), no seq": keyed(
+        "account_id, request_id", id_type="BLOB"
     ),
-    "current, id as 16 bytes": (
-        f"""CREATE TABLE requests (seq INTEGER PRIMARY KEY, request_id BLOB NOT NULL UNIQUE,
-            {COLUMNS});
-            CREATE INDEX requests_by_account ON requests (account_id);""",
-        True,
-        "request_id",
-    ),
-    "keyed by request id, no seq": (
-        f"""CREATE TABLE requests (request_id TEXT NOT NULL PRIMARY KEY, {COLUMNS})
-            WITHOUT ROWID;
-            CREATE INDEX requests_by_account ON requests (account_id);""",
-        False,
-        "request_id",
-    ),
-    "keyed by (account, request id), no seq": (
-        f"""CREATE TABLE requests (request_id TEXT NOT NULL, {COLUMNS},
-            PRIMARY KEY (account_id, request_id)) WITHOUT ROWID;""",
-        False,
-        "account_id, request_id",
-    ),
-    "keyed by (account, request id as 16 bytes), no seq": (
-        f"""CREATE TABLE requests (request_id BLOB NOT NULL, {COLUMNS},
-            PRIMARY KEY (account_id, request_id)) WITHOUT ROWID;""",
-        True,
-        "account_id, request_id",
-    ),
-    "current without the account index": (
-        f"""CREATE TABLE requests (seq INTEGER PRIMARY KEY, request_id TEXT NOT NULL UNIQUE,
-            {COLUMNS});""",
-        False,
-        "request_id",
-    ),
-    "current without the unique request id": (
-        f"""CREATE TABLE requests (seq INTEGER PRIMARY KEY, request_id TEXT NOT NULL,
-            {COLUMNS});
-            CREATE INDEX requests_by_account ON requests (account_id);""",
-        False,
-        None,
-    ),
+    "current without the account index": with_seq(by_account=False),
+    "current without the unique request id": with_seq(unique=False),
 }
 INSERT_COLUMNS = (
     "request_id, account_id, key_id, at_ms, endpoint, status, cost, paid, free, latency_us"
