@@ -191,6 +191,7 @@ impl Server {
             report,
             rss_mib: self.peak_rss_mib(),
             cpu,
+            hit_rate: None,
         })
     }
 
@@ -306,6 +307,8 @@ struct Run {
     rss_mib: Option<f64>,
     /// The server's core time during the load.
     cpu: Option<Cpu>,
+    /// The share of page requests its cache of rendered pages answered, over the server's life.
+    hit_rate: Option<f64>,
 }
 
 /// Core time a server used during a run, and how long the run took.
@@ -339,6 +342,8 @@ struct Row {
     rounds: Vec<f64>,
     /// The highest peak over the rounds.
     rss_mib: Option<f64>,
+    /// The median round's page cache hit rate.
+    hit_rate: Option<f64>,
 }
 
 impl Row {
@@ -352,6 +357,7 @@ impl Row {
             cpu: median.cpu,
             rounds: runs.iter().map(|r| r.report.requests_per_second).collect(),
             rss_mib: runs.iter().filter_map(|r| r.rss_mib).reduce(f64::max),
+            hit_rate: median.hit_rate,
         }
     }
 
@@ -591,10 +597,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             .arg(format!("127.0.0.1:{}", free_port()?));
         Server::start(cmd)
     };
-    let cases: [(&str, &dyn Fn() -> anyhow::Result<Server>); 3] = [
+    let cases: [(&str, &dyn Fn() -> anyhow::Result<Server>); 4] = [
         (&ceiling_case, &start_ceiling),
         (CHARGED, &|| serve(&[])),
         (BILLING_OFF, &|| serve(&["--no-billing"])),
+        (CHARGED_UNCACHED, &|| serve(&NO_PAGE_CACHE)),
     ];
     // Every round runs each case at each connection count, the cases side by side.
     let ticks = ticks_per_second();
@@ -604,9 +611,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             for (k, (case, start)) in cases.iter().enumerate() {
                 eprintln!("{case}, {connections} connections, round {round}");
                 let server = start()?;
-                let run = server.measure(ticks, || {
+                let mut run = server.measure(ticks, || {
                     wrk::run(&pin.load, &server.base, &script, seconds, connections)
                 })?;
+                run.hit_rate = page_cache_hit_rate(&server.base);
                 ensure!(
                     run.report.non_2xx == 0,
                     "{case}: {} answers were not 2xx",
@@ -624,9 +632,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
 
     // Depth: the same user's first page and its page at depth deep/2, a few connections.
+    // The store's read is what depth costs, so pages are read from it every time.
     let depth = cli.deep / 2;
     {
-        let server = serve(&["--no-billing"])?;
+        let server = serve(&[&["--no-billing"][..], &NO_PAGE_CACHE].concat())?;
         for (case, request) in [
             (format!("page at depth 0 of {} tweets", cli.deep), wrk::Request {
                 method: "POST",
@@ -684,14 +693,14 @@ fn print_report(
     );
     println!();
     println!(
-        "| case | connections | req/s | p50 ms | p99 ms | server core µs a request | server core busy | server peak RSS MiB | rounds, req/s |"
+        "| case | connections | req/s | p50 ms | p99 ms | server core µs a request | server core busy | server peak RSS MiB | page cache hits | rounds, req/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".into());
     for row in rows {
         let rounds: Vec<String> = row.rounds.iter().map(|r| format!("{r:.0}")).collect();
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
             row.case,
             row.connections,
             row.report.requests_per_second,
@@ -700,6 +709,7 @@ fn print_report(
             or_dash(row.core_us().map(|us| format!("{us:.1}"))),
             or_dash(row.cpu.map(|cpu| format!("{:.0}%", cpu.busy() * 100.0))),
             or_dash(row.rss_mib.map(|m| format!("{m:.1}"))),
+            or_dash(row.hit_rate.map(|h| format!("{:.1}%", h * 100.0))),
             rounds.join(" / ")
         );
     }
@@ -711,8 +721,8 @@ fn print_report(
         "ingest: {total} tweets ({jsonl_mib:.0} MiB of JSONL) in {ingest_seconds:.1} s (median; rounds {} s) = {rate:.0} tweets/s; store {store_mib:.0} MiB",
         each.join(" / ")
     );
-    let [ceiling, billed, unbilled] =
-        [CEILING, CHARGED, BILLING_OFF].map(|case| best(rows, case).expect("every case ran"));
+    let [ceiling, billed, unbilled, uncached] = [CEILING, CHARGED, BILLING_OFF, CHARGED_UNCACHED]
+        .map(|case| best(rows, case).expect("every case ran"));
     let depth_rows = &rows[rows.len() - 2..];
     let (shallow, deep) = (depth_rows[0].report, depth_rows[1].report);
     let peak = rows
@@ -722,7 +732,7 @@ fn print_report(
         .fold(0.0, f64::max);
     println!();
     println!("throughput (best median over the connection counts):");
-    for row in [ceiling, billed, unbilled] {
+    for row in [ceiling, billed, unbilled, uncached] {
         let core = row
             .core_us()
             .zip(row.cpu)
@@ -744,6 +754,10 @@ fn print_report(
             off / charged
         );
     }
+    println!(
+        "  charged / ceiling with every page read from the store (page cache off): {:.2}",
+        uncached.report.requests_per_second / ceiling.report.requests_per_second
+    );
     let (ceiling, billed, unbilled) = (ceiling.report, billed.report, unbilled.report);
     println!();
     println!("| budget | measured | target | |");
@@ -789,6 +803,24 @@ fn print_report(
     );
 }
 
+/// The share of page requests the server at `base` answered from its cache of rendered pages,
+/// from its `/metrics`; `None` where there are no such counters (the ceiling) or no requests.
+fn page_cache_hit_rate(base: &str) -> Option<f64> {
+    let (status, body) = http(base, "GET", "/metrics", &[], "").ok()?;
+    if status != 200 {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&body);
+    let count = |result: &str| -> Option<f64> {
+        let name = format!("xgate_page_cache_requests_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&name))
+            .and_then(|n| n.trim().parse().ok())
+    };
+    let (hits, misses) = (count("hit").unwrap_or(0.0), count("miss").unwrap_or(0.0));
+    (hits + misses > 0.0).then(|| hits / (hits + misses))
+}
+
 /// A case's throughput: its row with the most requests per second, over the connection counts.
 fn best<'a>(rows: &'a [Row], case: &str) -> Option<&'a Row> {
     rows.iter()
@@ -804,6 +836,9 @@ fn best<'a>(rows: &'a [Row], case: &str) -> Option<&'a Row> {
 const CEILING: &str = "ceiling";
 const CHARGED: &str = "xgate continuation, charged";
 const BILLING_OFF: &str = "xgate continuation, billing off";
+/// Charged, every page read from the store. Its name must not start with [`CHARGED`].
+const CHARGED_UNCACHED: &str = "xgate continuation, page cache off, charged";
+const NO_PAGE_CACHE: [&str; 2] = ["--page-cache-mib", "0"];
 /// Connections for the depth cases: few, so that latency is the page's own cost.
 const DEPTH_CONNECTIONS: u32 = 4;
 
@@ -841,6 +876,7 @@ mod tests {
             report: report(requests_per_second),
             rss_mib,
             cpu,
+            hit_rate: None,
         }
     }
 

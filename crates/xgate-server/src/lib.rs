@@ -7,6 +7,7 @@ mod health;
 pub mod mcp;
 mod medias;
 pub mod openapi;
+mod pages;
 pub mod params;
 pub mod token;
 
@@ -44,7 +45,13 @@ pub struct ServerConfig {
     pub max_limit: u32,
     /// The largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Bytes of rendered pages kept in memory to answer again without reading the store (0: none).
+    /// Only stores that can tell when their tweets changed get any (see `pages`).
+    pub page_cache_bytes: usize,
 }
+
+/// The default size of the cache of rendered pages: about 1,300 pages of ten tweets.
+pub const DEFAULT_PAGE_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -52,6 +59,7 @@ impl Default for ServerConfig {
             default_limit: DEFAULT_LIMIT,
             max_limit: DEFAULT_MAX_LIMIT,
             body_limit: 64 * 1024,
+            page_cache_bytes: DEFAULT_PAGE_CACHE_BYTES,
         }
     }
 }
@@ -67,6 +75,7 @@ struct Inner {
     billing: Option<Billing>,
     live: Option<Arc<Live>>,
     metrics: Arc<Metrics>,
+    pages: Option<pages::PageCache>,
 }
 
 impl AppState {
@@ -94,13 +103,15 @@ impl AppState {
         let mut fresh = vec![0u8; SECRET_LEN];
         rand::rng().fill_bytes(&mut fresh);
         let secret = store.setting_or_insert(TOKEN_SECRET_SETTING, fresh).await?;
+        let metrics = Arc::new(Metrics::default());
         Ok(AppState(Arc::new(Inner {
+            pages: pages::PageCache::new(config.page_cache_bytes, &metrics),
             store,
             tokens: TokenCodec::new(&secret),
             config,
             billing,
             live: None,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
         })))
     }
 
@@ -110,6 +121,7 @@ impl AppState {
         let inner =
             Arc::get_mut(&mut self.0).expect("with_live is called before the state is shared");
         inner.metrics = live.metrics_handle();
+        inner.pages = pages::PageCache::new(inner.config.page_cache_bytes, &inner.metrics);
         inner.live = Some(live);
         self
     }
@@ -120,6 +132,11 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// The cache of rendered pages, when there is one.
+    fn pages(&self) -> Option<&pages::PageCache> {
+        self.0.pages.as_ref()
     }
 
     pub fn store(&self) -> &dyn Store {

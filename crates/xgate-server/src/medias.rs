@@ -1,5 +1,6 @@
 //! The User's Media endpoints: a user's media tweets, newest first, page after page.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, HeaderValue};
@@ -8,10 +9,12 @@ use xgate_model::wire::{
     ErrorBody, HttpValidationError, MediasContinuationQuery, MediasContinuationRequest,
     MediasQuery, MediasRequest, MediasResponse,
 };
+use xgate_upstream::Prepared;
 
 use crate::AppState;
 use crate::buffers;
 use crate::error::ApiError;
+use crate::pages::PageKey;
 use crate::params::{BodyPage, PageRequest, QueryPage};
 
 /// The optional `Idempotency-Key` header of every data endpoint.
@@ -74,7 +77,8 @@ pub const TAG: &str = "User";
 /// exists, so the last page carries a null token and no client ever pays for an empty page.
 ///
 /// The response is written around the stored JSON of each tweet, copied once from the store into
-/// the body: serving a page parses nothing.
+/// the body: serving a page parses nothing. A page asked for again is answered from the cache of
+/// rendered pages (see `pages`) while the store's tweets stay as they were.
 ///
 /// With live upstreams, the page is first made present in the store (see `xgate_upstream::Live`)
 /// and the `X-Cache` header says how: `hit`, `miss`, `stale` or `local`.
@@ -92,13 +96,26 @@ pub async fn page(state: &AppState, req: PageRequest) -> Result<Response, ApiErr
         }
         None => None,
     };
+    // The version is read after the live layer stored what it fetched, and before the page is
+    // read: a page kept under it is never older than the store at that version.
+    let cache = state.pages().zip(state.store().pages_version());
+    let key = PageKey {
+        user: req.user,
+        after: req.after,
+        limit: req.limit,
+    };
+    if let Some((pages, version)) = cache
+        && let Some(body) = pages.get(&key, version)
+    {
+        return Ok(respond(body, prepared));
+    }
     let mut body = buffers::PAGES.take(PREFIX.len() + req.limit * TYPICAL_TWEET + 96);
     body.extend_from_slice(PREFIX);
     let info = state
         .store()
         .media_page_into(req.user, req.after, req.limit, &mut body)
         .await?;
-    let known = prepared.is_some_and(|p| p.known);
+    let known = prepared.as_ref().is_some_and(|p| p.known);
     if info.count == 0 && !known && !state.store().user_exists(req.user).await? {
         return Err(ApiError::UserNotFound);
     }
@@ -113,18 +130,23 @@ pub async fn page(state: &AppState, req: PageRequest) -> Result<Response, ApiErr
         None => body.extend_from_slice(b"null"),
     }
     body.push(b'}');
-    let mut response = (
-        [(CONTENT_TYPE, "application/json")],
-        buffers::PAGES.lend(body),
-    )
-        .into_response();
+    if let Some((pages, version)) = cache {
+        // A copy of its own size: the buffer goes back to the pool with this response.
+        pages.put(key, version, Bytes::copy_from_slice(&body));
+    }
+    Ok(respond(buffers::PAGES.lend(body), prepared))
+}
+
+/// A page's response: its body, and with live upstreams how the store came to hold it.
+fn respond(body: Bytes, prepared: Option<Prepared>) -> Response {
+    let mut response = ([(CONTENT_TYPE, "application/json")], body).into_response();
     if let Some(prepared) = prepared {
         response.headers_mut().insert(
             HeaderName::from_static("x-cache"),
             HeaderValue::from_static(prepared.freshness.as_str()),
         );
     }
-    Ok(response)
+    response
 }
 
 const PREFIX: &[u8] = b"{\"results\":[";

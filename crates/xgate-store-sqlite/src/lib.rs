@@ -11,6 +11,7 @@
 //! Writes go through one writer connection on tokio's blocking pool, batched in transactions.
 
 mod accounts;
+mod changes;
 mod migrations;
 mod transfer;
 
@@ -27,15 +28,17 @@ use xgate_store::{
     PageInfo, Store, StoreError, StoreResult, StoredTweet, UpsertSummary, UserSummary,
 };
 
+pub use changes::POLL as CHANGES_POLL;
 pub use migrations::LATEST as SCHEMA_VERSION;
 
 /// Idle read connections kept for reuse; more are opened under load and closed after.
 const IDLE_READERS: usize = 16;
-/// The page cache all readers of the tweets file share out, in KiB: hot pages are then served from
-/// memory instead of read (and copied) from the OS at every request. Each reader connection has
-/// its own cache; a pool holds about one reader per thread that runs requests, so each gets its
-/// share of this (see [`reader_cache_kib`]). Counted in the server's memory budget.
-const READ_CACHE_KIB: i64 = 48 * 1024;
+/// The page cache all readers of the tweets file share out, in bytes, unless the store is told
+/// otherwise ([`SqliteStore::with_read_cache`]): hot pages are then served from memory instead of
+/// read (and copied) from the OS at every request. Each reader connection has its own cache; a
+/// pool holds about one reader per thread that runs requests, so each gets its share of this (see
+/// [`reader_cache_kib`]). Counted in the server's memory budget.
+pub const READ_CACHE_BYTES: usize = 48 * 1024 * 1024;
 /// The writer's page cache of the tweets file, in KiB, while serving: it writes little there.
 const WRITER_CACHE_KIB: i64 = 8 * 1024;
 /// The writer's page cache of the tweets file during a bulk load, in KiB: a load touches B-tree
@@ -101,6 +104,10 @@ pub struct SqliteStore {
     restore_wal: bool,
     /// A load into a new store that has not finished.
     new_file: Mutex<Option<NewFile>>,
+    /// When the tweets file last changed, for caches of pages.
+    changes: Arc<changes::Changes>,
+    /// What all readers' page caches of the tweets file add up to, in KiB.
+    read_cache_kib: i64,
 }
 
 impl Drop for SqliteStore {
@@ -271,7 +278,18 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
             restore_wal,
             new_file: Mutex::new(None),
+            changes: Arc::default(),
+            read_cache_kib: kib(READ_CACHE_BYTES),
         })
+    }
+
+    /// The same store with `bytes` of page cache shared by its readers instead of
+    /// [`READ_CACHE_BYTES`] (at least 1 MiB): a server that keeps rendered pages itself gives
+    /// them less. Takes effect for readers opened after; call it before the store is used.
+    pub fn with_read_cache(mut self, bytes: usize) -> Self {
+        self.read_cache_kib = kib(bytes).max(1024);
+        lock(&self.readers).clear();
+        self
     }
 
     /// Where the store lives.
@@ -310,7 +328,11 @@ impl SqliteStore {
         let conn = Connection::open_with_flags(&self.file, flags)?;
         configure(&conn)?;
         attach_ledger(&conn, &Self::ledger_path(&self.path))?;
-        conn.pragma_update(Some(MAIN), "cache_size", -reader_cache_kib())?;
+        conn.pragma_update(
+            Some(MAIN),
+            "cache_size",
+            -reader_cache_kib(self.read_cache_kib),
+        )?;
         Ok(conn)
     }
 
@@ -353,11 +375,16 @@ fn attach_ledger(conn: &Connection, ledger: &Path) -> rusqlite::Result<()> {
     conn.pragma_update(Some(LEDGER), "synchronous", "FULL")
 }
 
-/// Each reader connection's share of [`READ_CACHE_KIB`]: there are about as many readers at once
-/// as threads that can run requests, which the CPUs this process may use bound.
-fn reader_cache_kib() -> i64 {
+/// Each reader connection's share of `total` KiB: there are about as many readers at once as
+/// threads that can run requests, which the CPUs this process may use bound.
+fn reader_cache_kib(total: i64) -> i64 {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    READ_CACHE_KIB / i64::try_from(threads).unwrap_or(1).max(1)
+    total / i64::try_from(threads).unwrap_or(1).max(1)
+}
+
+/// `bytes` in KiB, as SQLite's `cache_size` takes them.
+fn kib(bytes: usize) -> i64 {
+    i64::try_from(bytes / 1024).unwrap_or(i64::MAX)
 }
 
 /// A poisoned lock only means another thread panicked while holding it; a connection or a list of
@@ -593,7 +620,9 @@ impl Store for SqliteStore {
 
     async fn upsert_tweets(&self, tweets: Vec<TweetRecord>) -> StoreResult<UpsertSummary> {
         let mut tweets = tweets;
-        self.write(move |conn| upsert(conn, &mut tweets)).await
+        let out = self.write(move |conn| upsert(conn, &mut tweets)).await;
+        self.changes.bump();
+        out
     }
 
     async fn setting_or_insert(&self, key: &str, value: Vec<u8>) -> StoreResult<Vec<u8>> {
@@ -638,15 +667,21 @@ impl Store for SqliteStore {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
     }
 
+    fn pages_version(&self) -> Option<u64> {
+        self.changes.version(&self.writer)
+    }
+
     async fn finish_load(&self) -> StoreResult<()> {
         let Some(new) = lock(&self.new_file).take() else {
             return Ok(());
         };
         lock(&self.readers).clear();
         let writer = Arc::clone(&self.writer);
-        tokio::task::spawn_blocking(move || new.finish(&writer))
+        let out = tokio::task::spawn_blocking(move || new.finish(&writer))
             .await
-            .map_err(|e| StoreError::Backend(format!("finishing the load failed: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("finishing the load failed: {e}")))?;
+        self.changes.bump();
+        out
     }
 }
 
@@ -693,6 +728,43 @@ impl NewFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_pages_version_moves_with_tweets_and_not_with_charges() {
+        use xgate_store::accounts::AccountStore;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("version.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let start = store
+            .pages_version()
+            .expect("an SQLite store tells its version");
+        store
+            .upsert_tweets(vec![xgate_model::sample::record(1, 11, true)])
+            .await
+            .unwrap();
+        let stored = store.pages_version().unwrap();
+        assert!(stored > start, "a write through the store moves it at once");
+        // The ledger is another file: credits and charges leave pages as they were.
+        let account = store.ensure_account("reader", 0).await.unwrap();
+        store.add_credits(account.id, 10, "test", 0).await.unwrap();
+        tokio::time::sleep(changes::POLL * 4).await;
+        assert_eq!(store.pages_version(), Some(stored));
+        // Another connection's write (another process, to SQLite) is seen by the watcher.
+        let other = SqliteStore::open(&path).unwrap();
+        other
+            .upsert_tweets(vec![xgate_model::sample::record(2, 11, true)])
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.pages_version() == Some(stored) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "another connection's write went unseen"
+            );
+            tokio::time::sleep(changes::POLL / 5).await;
+        }
+    }
 
     #[test]
     fn a_page_at_any_depth_is_one_index_seek() {

@@ -143,6 +143,14 @@ pub trait Store: Send + Sync + 'static {
     /// Answers when the store is reachable.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// For caches of pages: a number that changes whenever a page read may return something it
+    /// did not before. Writes through this store change it before they return; writes by
+    /// anything else (another process on the same file) within a short, backend-defined delay.
+    /// `None` when the backend cannot tell cheaply: its pages are then never cached.
+    fn pages_version(&self) -> Option<u64> {
+        None
+    }
+
     /// Ends a bulk load opened for one. A backend that builds a new store during its first load
     /// puts it in place now; until then, and if this is never called, the load is not stored.
     async fn finish_load(&self) -> StoreResult<()> {

@@ -11,6 +11,7 @@ pub struct Metrics {
     registry: Registry,
     upstream_calls: Family<Labels, Counter>,
     cache: Family<Labels, Counter>,
+    page_cache: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -28,10 +29,17 @@ impl Default for Metrics {
             "Page requests by endpoint and how the read-through cache answered (hit, miss, stale, local: the user is only in the store)",
             cache.clone(),
         );
+        let page_cache = Family::<Labels, Counter>::default();
+        registry.register(
+            "xgate_page_cache_requests",
+            "Page requests by how the cache of rendered pages answered (hit: without reading the store; miss: read from it)",
+            page_cache.clone(),
+        );
         Metrics {
             registry,
             upstream_calls,
             cache,
+            page_cache,
         }
     }
 }
@@ -53,6 +61,17 @@ impl Metrics {
                 ("result", result.into()),
             ])
             .inc();
+    }
+
+    /// The counters of the cache of rendered pages: hits, then misses. Kept by the cache, so that
+    /// counting costs no lookup here.
+    pub fn page_cache_counters(&self) -> (Counter, Counter) {
+        let counter = |result: &str| {
+            self.page_cache
+                .get_or_create(&vec![("result", result.to_owned())])
+                .clone()
+        };
+        (counter("hit"), counter("miss"))
     }
 
     /// Calls made to `upstream` with `outcome` so far.

@@ -10,12 +10,14 @@ use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 use xgate_billing::Prices;
-use xgate_server::{AppState, Billing, BillingConfig, ServerConfig, router};
+use xgate_server::{
+    AppState, Billing, BillingConfig, DEFAULT_PAGE_CACHE_BYTES, ServerConfig, router,
+};
 use xgate_upstream::config::LiveConfig;
 use xgate_upstream::metrics::Metrics;
 use xgate_upstream::{Live, Upstreams};
 
-use crate::stores::{self, Use};
+use crate::stores;
 use crate::{DEFAULT_DB, db_path, demo};
 
 #[derive(Debug, Args)]
@@ -44,6 +46,11 @@ pub struct ServeArgs {
     /// An endpoint's price in credits, `'METHOD /path=N'` (repeatable; default 1 each).
     #[arg(long = "price", env = "XGATE_PRICES", value_delimiter = ';')]
     prices: Vec<String>,
+    /// MiB of rendered pages kept in memory and answered again without reading the store, until
+    /// its tweets change; 0 turns the cache off. Only with an SQLite store (docs/ARCHITECTURE.md).
+    #[arg(long, env = "XGATE_PAGE_CACHE_MIB", default_value_t = (DEFAULT_PAGE_CACHE_BYTES >> 20) as u32,
+          value_parser = clap::value_parser!(u32).range(0..=65536))]
+    page_cache_mib: u32,
     /// A TOML file of live upstreams and cache settings (docs/UPSTREAMS.md). Without it (and
     /// without XGATE_UPSTREAM) the store alone is served.
     #[arg(long, env = "XGATE_CONFIG")]
@@ -54,13 +61,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     keep_freed_heap();
     let fallback = if args.demo { demo::DEMO_DB } else { DEFAULT_DB };
     let db = db_path(args.db, fallback);
-    let store = stores::open(&db, Use::Serve).await?;
+    let page_cache = (args.page_cache_mib as usize) << 20;
+    let store = stores::open_to_serve(&db, sqlite_read_cache(page_cache)).await?;
     if args.demo {
         demo::load(store.clone()).await?;
     }
     let config = ServerConfig {
         max_limit: args.max_limit,
         default_limit: ServerConfig::default().default_limit.min(args.max_limit),
+        page_cache_bytes: page_cache,
         ..ServerConfig::default()
     };
     let state = if args.no_billing {
@@ -134,6 +143,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The memory a server gives to pages of the tweets file, rendered or not: the cache of rendered
+/// pages takes its share, and SQLite's readers get the rest, at least [`MIN_SQLITE_READ_CACHE`].
+const PAGE_MEMORY: usize = xgate_store_sqlite::READ_CACHE_BYTES;
+/// Enough for the timeline index's inner pages and recent rows of a large store.
+const MIN_SQLITE_READ_CACHE: usize = 16 << 20;
+
+/// SQLite's readers' page cache beside a cache of `page_cache` bytes of rendered pages: with the
+/// default 32 MiB, 16 MiB; with none, all of [`PAGE_MEMORY`] (48 MiB).
+fn sqlite_read_cache(page_cache: usize) -> usize {
+    PAGE_MEMORY
+        .saturating_sub(page_cache)
+        .max(MIN_SQLITE_READ_CACHE)
 }
 
 /// An address a local client can use: a wildcard bind is reached through loopback.

@@ -38,6 +38,18 @@ pub async fn open(db: &Path, usage: Use) -> anyhow::Result<Arc<dyn Backend>> {
     Ok(Arc::new(store))
 }
 
+/// Opens (and migrates) the store `db` names, to serve it: an SQLite store's readers get
+/// `read_cache` bytes of page cache.
+pub async fn open_to_serve(db: &Path, read_cache: usize) -> anyhow::Result<Arc<dyn Backend>> {
+    if is_postgres_url(&db.to_string_lossy()) {
+        return open(db, Use::Serve).await;
+    }
+    let store = SqliteStore::open(db)
+        .with_context(|| format!("opening the store {}", db.display()))?
+        .with_read_cache(read_cache);
+    Ok(Arc::new(store))
+}
+
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// The store: an SQLite file, or a PostgreSQL URL (postgres://...) [default: xgate.db]

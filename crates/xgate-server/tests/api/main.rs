@@ -4,6 +4,7 @@ mod billing;
 mod errors;
 mod medias;
 mod openapi;
+mod page_cache;
 mod pagination;
 mod tokens;
 mod validation;
