@@ -104,8 +104,13 @@ impl AppState {
         rand::rng().fill_bytes(&mut fresh);
         let secret = store.setting_or_insert(TOKEN_SECRET_SETTING, fresh).await?;
         let metrics = Arc::new(Metrics::default());
+        let pages = pages::PageCache::new(config.page_cache_bytes, &metrics);
+        if pages.is_some() {
+            // Whatever the store does to follow its changes starts now, not in the first request.
+            store.pages_version();
+        }
         Ok(AppState(Arc::new(Inner {
-            pages: pages::PageCache::new(config.page_cache_bytes, &metrics),
+            pages,
             store,
             tokens: TokenCodec::new(&secret),
             config,
