@@ -97,8 +97,12 @@ impl PageCache {
         found
     }
 
-    /// Keeps `body` as the page `key`, read from the store at `version`.
+    /// Keeps `body` as the page `key`, read from the store at `version`; a page read before a
+    /// change that a lookup has already seen is not kept (it could never answer).
     pub(crate) fn put(&self, key: PageKey, version: u64, body: Bytes) {
+        if version < self.version.load(Ordering::Acquire) {
+            return;
+        }
         self.entries.insert(key, Entry { version, body });
     }
 
@@ -162,6 +166,7 @@ mod tests {
         // version 7 puts it back afterwards.
         assert_eq!(cache.get(&key(1, None), 8), None);
         cache.put(key(1, None), 7, Bytes::from_static(b"old page"));
+        assert_eq!(cache.weight(), 0, "an outdated page is not kept");
         assert_eq!(cache.get(&key(1, None), 8), None);
     }
 

@@ -137,27 +137,7 @@ impl TestApp {
         body: Option<Vec<u8>>,
         headers: &[(&str, &str)],
     ) -> (StatusCode, HeaderMap, Vec<u8>) {
-        let mut req = Request::builder().method(method).uri(uri);
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let req = req.body(body.map_or_else(Body::empty, Body::from)).unwrap();
-        let res = self.router.clone().oneshot(req).await.unwrap();
-        let status = res.status();
-        let headers = res.headers().clone();
-        let ct = headers
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let bytes = res.into_body().collect().await.unwrap().to_bytes().to_vec();
-        assert_eq!(
-            ct.as_deref(),
-            Some("application/json"),
-            "{uri}: content type"
-        );
-        (status, headers, bytes)
+        send(&self.router, method, uri, body, headers).await
     }
 
     pub async fn post(&self, uri: &str, body: &str) -> (StatusCode, Value) {
@@ -167,6 +147,38 @@ impl TestApp {
     pub async fn get(&self, uri: &str) -> (StatusCode, Value) {
         self.call(Method::GET, uri, None).await
     }
+}
+
+/// Sends a request to `router` (an app's, or another server's over the same store); returns
+/// status, headers and body bytes, which must be JSON.
+pub async fn send(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    body: Option<Vec<u8>>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(body.map_or_else(Body::empty, Body::from)).unwrap();
+    let res = router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let ct = headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+    assert_eq!(
+        ct.as_deref(),
+        Some("application/json"),
+        "{uri}: content type"
+    );
+    (status, headers, bytes)
 }
 
 /// The seed user's tweets, as shipped in the fixture.

@@ -13,7 +13,7 @@ use tower::ServiceExt;
 use xgate_model::sample::record;
 use xgate_server::{AppState, ServerConfig, router};
 
-use crate::{TestApp, ids, on_postgres, open_store};
+use crate::{TestApp, ids, on_postgres, open_store, send};
 
 const USER: u64 = 42;
 
@@ -176,20 +176,8 @@ proptest! {
             .unwrap();
         rt.block_on(async {
             let app = TestApp::new(vec![record(1000, 1, true)]).await;
-            let plain = TestApp {
-                router: router(
-                    AppState::new(
-                        app.store.clone(),
-                        ServerConfig { page_cache_bytes: 0, ..ServerConfig::default() },
-                    )
-                    .await
-                    .unwrap(),
-                ),
-                store: app.store.clone(),
-                state: app.state.clone(),
-                dir: tempfile::tempdir().unwrap(),
-                db: app.db.clone(),
-            };
+            let uncached = ServerConfig { page_cache_bytes: 0, ..ServerConfig::default() };
+            let plain = router(AppState::new(app.store.clone(), uncached).await.unwrap());
             for step in steps {
                 match step {
                     Step::Store { user, id, media } => {
@@ -202,13 +190,13 @@ proptest! {
                         let mut uri = "/user/medias";
                         for _ in 0..pages {
                             let text = body.to_string().into_bytes();
-                            let cached = app.call_raw(Method::POST, uri, Some(text.clone())).await;
-                            let fresh = plain.call_raw(Method::POST, uri, Some(text)).await;
+                            let (status, _, cached) = send(&app.router, Method::POST, uri, Some(text.clone()), &[]).await;
+                            let (fresh_status, _, fresh) = send(&plain, Method::POST, uri, Some(text), &[]).await;
                             prop_assert_eq!(
-                                (cached.0, String::from_utf8_lossy(&cached.1)),
-                                (fresh.0, String::from_utf8_lossy(&fresh.1))
+                                (status, String::from_utf8_lossy(&cached)),
+                                (fresh_status, String::from_utf8_lossy(&fresh))
                             );
-                            let page: Value = serde_json::from_slice(&cached.1).unwrap();
+                            let page: Value = serde_json::from_slice(&cached).unwrap();
                             let Some(token) = page["continuation_token"].as_str() else {
                                 break;
                             };
