@@ -126,7 +126,9 @@ impl AppState {
         let inner =
             Arc::get_mut(&mut self.0).expect("with_live is called before the state is shared");
         inner.metrics = live.metrics_handle();
-        inner.pages = pages::PageCache::new(inner.config.page_cache_bytes, &inner.metrics);
+        if let Some(pages) = &mut inner.pages {
+            pages.count_in(&inner.metrics);
+        }
         inner.live = Some(live);
         self
     }

@@ -78,11 +78,18 @@ impl PageCache {
         })
     }
 
+    /// Counts hits and misses in `metrics` from now on.
+    pub(crate) fn count_in(&mut self, metrics: &Metrics) {
+        (self.hits, self.misses) = metrics.page_cache_counters();
+    }
+
     /// The body of the page `key` as read at `version`, if it is here; counts a hit or a miss.
     pub(crate) fn get(&self, key: &PageKey, version: u64) -> Option<Bytes> {
         // Versions only grow. The first lookup at a newer one drops the older entries: none of
-        // them can answer again.
-        if self.version.fetch_max(version, Ordering::AcqRel) < version {
+        // them can answer again. (A plain load first: the common lookup only reads the line.)
+        if self.version.load(Ordering::Acquire) < version
+            && self.version.fetch_max(version, Ordering::AcqRel) < version
+        {
             self.entries.clear();
         }
         let found = self
