@@ -58,7 +58,6 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    keep_freed_heap();
     let fallback = if args.demo { demo::DEMO_DB } else { DEFAULT_DB };
     let db = db_path(args.db, fallback);
     let page_cache = (args.page_cache_mib as usize) << 20;
@@ -196,18 +195,4 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
-}
-
-/// Keeps up to 64 MiB of freed heap for reuse instead of handing it back to the OS at once. A
-/// charged server frees response bodies in bursts (a group commit releases its responses
-/// together); with glibc's default (give back whatever passes 128 KiB free at the top of the heap)
-/// the next burst took its pages back through page faults, 13% of the server's CPU in the charged
-/// benchmark (docs/BENCHMARKS.md). The peak resident set is the same either way.
-fn keep_freed_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a tuning parameter of glibc's allocator; it is called before the
-    // server starts its threads' work and takes no pointers.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-    }
 }
