@@ -1,8 +1,7 @@
 //! [`AccountStore`] on SQLite. Every write is one transaction on the single writer connection,
 //! so the read-check-write of a charge cannot interleave with another.
 
-use std::collections::hash_map::Entry;
-use std::sync::LazyLock;
+use std::collections::hash_map::Entry as Slot;
 
 use async_trait::async_trait;
 use foldhash::HashMap;
@@ -14,6 +13,7 @@ use xgate_store::accounts::{
 };
 
 use crate::SqliteStore;
+use crate::ledger::{self, Entry, RequestId};
 
 const ACCOUNT_COLUMNS: &str =
     "id, name, balance, free_allowance, free_used, free_period, rate_limit, created_ms";
@@ -75,11 +75,11 @@ fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
 
 /// Applies one batch of request records; see [`AccountStore::record`].
 ///
-/// The batch is first written as if every request id in it were new, its ledger rows in a few
-/// multi-row `INSERT`s; a row that `ON CONFLICT` skipped (a request id recorded before, or twice
-/// in the batch) rolls that attempt back, and the batch is written again a row at a time, so the
-/// duplicate is found and charged nothing. Request ids are this server's own UUIDs, so the second
-/// way is for a bug or a replayed batch, never the usual path.
+/// The batch is first written as if every request id in it were new, its ids claimed in a few
+/// multi-row `INSERT`s; an id that `ON CONFLICT` skipped (recorded before, or twice in the batch)
+/// rolls that attempt back, and the batch is written again a request at a time, so the duplicate
+/// is found and charged nothing. Request ids are this server's own UUIDs, so the second way is
+/// for a bug or a replayed batch, never the usual path.
 fn record_batch(
     conn: &mut Connection,
     batch: &[RequestRecord],
@@ -91,8 +91,8 @@ fn record_batch(
     }
 }
 
-/// Records `batch` in one transaction with its ledger rows in multi-row `INSERT`s; `None`, with
-/// nothing written, if any of its request ids was already in the ledger.
+/// Records `batch` in one transaction with its request ids claimed in multi-row `INSERT`s;
+/// `None`, with nothing written, if any of its request ids was already in the ledger.
 fn record_new(
     conn: &mut Connection,
     batch: &[RequestRecord],
@@ -107,24 +107,26 @@ fn record_new(
         match account.split(rec.cost, month) {
             Ok(split) => {
                 outcomes.push(account.apply(split, month));
-                rows.push((rec, split));
+                rows.push((rec, split, RequestId::of(&rec.request_id)));
             }
             Err(refused) => outcomes.push(refused),
         }
     }
-    if insert_rows(&tx, &rows)? < rows.len() {
+    let ids: Vec<RequestId<'_>> = rows.iter().map(|(_, _, id)| *id).collect();
+    if ledger::claim_ids(&tx, &ids)? < rows.len() {
         // Dropping the transaction rolls it back.
         return Ok(None);
     }
-    for (rec, _) in &rows {
+    for (rec, _, _) in &rows {
         books.recorded(&tx, rec)?;
     }
+    write_rows(&tx, &rows)?;
     books.write(&tx)?;
     tx.commit()?;
     Ok(Some(outcomes))
 }
 
-/// Records `batch` a ledger row at a time, so that a request id already recorded is found,
+/// Records `batch` a request at a time, so that a request id already recorded is found,
 /// answered [`Recorded::Duplicate`] and charged nothing.
 fn record_row_by_row(
     conn: &mut Connection,
@@ -134,6 +136,7 @@ fn record_row_by_row(
     let tx = immediate(conn)?;
     let mut books = Books::default();
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut rows = Vec::with_capacity(batch.len());
     for rec in batch {
         let account = books.account(&tx, rec.account)?;
         let split = match account.split(rec.cost, month) {
@@ -143,16 +146,56 @@ fn record_row_by_row(
                 continue;
             }
         };
-        if insert_rows(&tx, &[(rec, split)])? == 0 {
+        let id = RequestId::of(&rec.request_id);
+        if ledger::claim_ids(&tx, &[id])? == 0 {
             outcomes.push(Recorded::Duplicate);
             continue;
         }
         outcomes.push(account.apply(split, month));
         books.recorded(&tx, rec)?;
+        rows.push((rec, split, id));
     }
+    write_rows(&tx, &rows)?;
     books.write(&tx)?;
     tx.commit()?;
     Ok(outcomes)
+}
+
+/// A request to write to the ledger: its record, its split of the charge, its id.
+type LedgerRow<'a> = (&'a RequestRecord, Split, RequestId<'a>);
+
+/// Writes the ledger rows of `rows`, numbered on from the ledger's last `seq`: a chunk for each
+/// account, its requests in the batch's order.
+fn write_rows(tx: &Connection, rows: &[LedgerRow<'_>]) -> rusqlite::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut seq = ledger::last_seq(tx)?;
+    let mut order: Vec<&LedgerRow<'_>> = rows.iter().collect();
+    // Stable: an account's requests keep their order. Usually one account, already sorted.
+    order.sort_by_key(|(rec, _, _)| rec.account);
+    for group in order.chunk_by(|(a, _, _), (b, _, _)| a.account == b.account) {
+        let entries: Vec<Entry<'_>> = group
+            .iter()
+            .map(|(rec, split, id)| {
+                seq += 1;
+                Entry {
+                    seq,
+                    id: *id,
+                    key_id: rec.key.0,
+                    at_ms: rec.at_ms,
+                    endpoint: &rec.endpoint,
+                    status: i64::from(rec.status),
+                    cost: rec.cost,
+                    paid: split.paid,
+                    free: split.free,
+                    latency_us: rec.latency_us,
+                }
+            })
+            .collect();
+        ledger::write_chunk(tx, group[0].0.account.0, &entries)?;
+    }
+    Ok(())
 }
 
 /// The accounts a batch touches, as its charges leave them, and when each key was last used;
@@ -167,8 +210,8 @@ impl Books {
     /// The account as the batch has left it so far, read from the store the first time.
     fn account(&mut self, tx: &Connection, id: AccountId) -> rusqlite::Result<&mut Account> {
         Ok(match self.accounts.entry(id) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
+            Slot::Occupied(entry) => entry.into_mut(),
+            Slot::Vacant(entry) => {
                 entry.insert(account_by_id(tx, id)?.ok_or_else(|| missing_account(id))?)
             }
         })
@@ -222,74 +265,6 @@ impl Books {
         }
         Ok(())
     }
-}
-
-/// The row counts of the ledger's multi-row `INSERT`s, largest first. A batch of charges is
-/// written in as few statements as these allow (56 rows: 16 + 16 + 16 + 4 + 4), each prepared
-/// once: a statement per row paid SQLite's per-statement cost (opening and closing a cursor on the
-/// table, each index and each foreign key's parent, resetting the program) for every charge.
-const INSERT_ROWS: [usize; 4] = [64, 16, 4, 1];
-/// The columns of a ledger row, as the `INSERT`s bind them.
-const LEDGER_COLUMNS: usize = 10;
-
-/// The ledger's `INSERT` of `rows` rows, for each of [`INSERT_ROWS`].
-static INSERT_SQL: LazyLock<[String; INSERT_ROWS.len()]> =
-    LazyLock::new(|| INSERT_ROWS.map(insert_sql));
-
-fn insert_sql(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|row| {
-            let params: Vec<String> = (1..=LEDGER_COLUMNS)
-                .map(|column| format!("?{}", row * LEDGER_COLUMNS + column))
-                .collect();
-            format!("({})", params.join(", "))
-        })
-        .collect();
-    format!(
-        "INSERT INTO requests (request_id, account_id, key_id, at_ms, endpoint, status, cost,
-                               paid, free, latency_us)
-         VALUES {}
-         ON CONFLICT (request_id) DO NOTHING",
-        values.join(", ")
-    )
-}
-
-/// Writes the ledger rows of `rows` (each request with its split of the charge); returns how
-/// many were written, less than `rows.len()` if a request id was already in the ledger.
-fn insert_rows(tx: &Connection, rows: &[(&RequestRecord, Split)]) -> rusqlite::Result<usize> {
-    let mut written = 0;
-    let mut rest = rows;
-    for (&size, sql) in INSERT_ROWS.iter().zip(INSERT_SQL.iter()) {
-        while rest.len() >= size {
-            let (chunk, after) = rest.split_at(size);
-            written += insert_chunk(tx, sql, chunk)?;
-            rest = after;
-        }
-    }
-    Ok(written)
-}
-
-/// Writes `chunk` with `sql`, the `INSERT` of exactly `chunk.len()` rows.
-fn insert_chunk(
-    tx: &Connection,
-    sql: &str,
-    chunk: &[(&RequestRecord, Split)],
-) -> rusqlite::Result<usize> {
-    let mut insert = tx.prepare_cached(sql)?;
-    for (row, (rec, split)) in chunk.iter().enumerate() {
-        let at = row * LEDGER_COLUMNS;
-        insert.raw_bind_parameter(at + 1, rec.request_id.as_str())?;
-        insert.raw_bind_parameter(at + 2, rec.account.0)?;
-        insert.raw_bind_parameter(at + 3, rec.key.0)?;
-        insert.raw_bind_parameter(at + 4, rec.at_ms)?;
-        insert.raw_bind_parameter(at + 5, rec.endpoint.as_ref())?;
-        insert.raw_bind_parameter(at + 6, rec.status)?;
-        insert.raw_bind_parameter(at + 7, rec.cost)?;
-        insert.raw_bind_parameter(at + 8, split.paid)?;
-        insert.raw_bind_parameter(at + 9, split.free)?;
-        insert.raw_bind_parameter(at + 10, rec.latency_us)?;
-    }
-    insert.raw_execute()
 }
 
 #[async_trait]
@@ -505,83 +480,26 @@ impl AccountStore for SqliteStore {
         before_seq: Option<i64>,
         limit: usize,
     ) -> StoreResult<Vec<UsageRow>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT seq, request_id, at_ms, endpoint, status, cost, paid, free, latency_us
-                   FROM requests
-                  WHERE account_id = ?1 AND seq < ?2 AND at_ms >= ?3
-                  ORDER BY seq DESC LIMIT ?4",
-            )?
-            .query_map(
-                params![account.0, before_seq.unwrap_or(i64::MAX), since_ms, limit],
-                |row| {
-                    Ok(UsageRow {
-                        seq: row.get(0)?,
-                        request_id: row.get(1)?,
-                        at_ms: row.get(2)?,
-                        endpoint: row.get(3)?,
-                        status: row.get(4)?,
-                        cost: row.get(5)?,
-                        paid: row.get(6)?,
-                        free: row.get(7)?,
-                        latency_us: row.get(8)?,
-                    })
-                },
-            )?
-            .collect()
+            ledger::usage(
+                conn,
+                account.0,
+                since_ms,
+                before_seq.unwrap_or(i64::MAX),
+                limit,
+            )
         })
     }
 
     async fn usage_by_day(&self, account: AccountId, since_ms: i64) -> StoreResult<Vec<UsageDay>> {
-        self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch') AS day, count(*),
-                        sum(status BETWEEN 200 AND 299), sum(paid + free)
-                   FROM requests WHERE account_id = ?1 AND at_ms >= ?2
-                  GROUP BY day ORDER BY day DESC",
-            )?
-            .query_map(params![account.0, since_ms], |row| {
-                Ok(UsageDay {
-                    day: row.get(0)?,
-                    requests: row.get(1)?,
-                    succeeded: row.get(2)?,
-                    credits: row.get(3)?,
-                })
-            })?
-            .collect()
-        })
+        self.read(|conn| ledger::usage_by_day(conn, account.0, since_ms))
     }
 
     async fn audit(&self, account: AccountId) -> StoreResult<Audit> {
         self.read(|conn| {
             // One read transaction, so the three figures describe the same moment.
             conn.execute_batch("BEGIN")?;
-            let audit = (|| {
-                let balance = conn.query_row(
-                    "SELECT balance FROM accounts WHERE id = ?1",
-                    [account.0],
-                    |r| r.get(0),
-                )?;
-                let credits_added = conn.query_row(
-                    "SELECT coalesce(sum(amount), 0) FROM credit_grants WHERE account_id = ?1",
-                    [account.0],
-                    |r| r.get(0),
-                )?;
-                let (paid, charged_failures) = conn.query_row(
-                    "SELECT coalesce(sum(paid), 0),
-                            coalesce(sum(paid + free > 0 AND status NOT BETWEEN 200 AND 299), 0)
-                       FROM requests WHERE account_id = ?1",
-                    [account.0],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
-                Ok(Audit {
-                    balance,
-                    credits_added,
-                    paid,
-                    charged_failures,
-                })
-            })();
+            let audit = ledger::audit(conn, account.0);
             conn.execute_batch("COMMIT")?;
             audit
         })

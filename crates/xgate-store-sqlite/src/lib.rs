@@ -12,6 +12,7 @@
 
 mod accounts;
 mod changes;
+mod ledger;
 mod migrations;
 mod transfer;
 
@@ -30,6 +31,7 @@ use xgate_store::{
 
 pub use changes::POLL as CHANGES_POLL;
 pub use migrations::LATEST as SCHEMA_VERSION;
+pub use migrations::LEDGER_LATEST as LEDGER_SCHEMA_VERSION;
 
 /// Idle read connections kept for reuse; more are opened under load and closed after.
 const IDLE_READERS: usize = 16;

@@ -2,8 +2,9 @@
 //! each tracked in its file's `PRAGMA user_version`.
 
 use rusqlite::{Connection, TransactionBehavior};
+use xgate_store::transfer::RequestRow;
 
-use crate::LEDGER;
+use crate::{LEDGER, ledger};
 
 /// Each entry moves the schema from version `i` to `i + 1`. Never edit a released entry: add one.
 const MIGRATIONS: &[&str] = &[
@@ -130,9 +131,10 @@ const MIGRATIONS: &[&str] = &[
 /// file of their own (attached as `ledger`) so that the commits of charges never touch the tweets
 /// file: SQLite drops a connection's whole page cache when its file changed, and readers of pages
 /// keep theirs.
-const LEDGER_MIGRATIONS: &[&str] = &[
+const LEDGER_MIGRATIONS: &[LedgerStep] = &[
     // 1: the tables of main's migrations 2 and 4, unchanged.
-    "
+    LedgerStep::Sql(
+        "
     CREATE TABLE ledger.accounts (
         id             INTEGER PRIMARY KEY,
         name           TEXT NOT NULL UNIQUE,
@@ -199,8 +201,10 @@ const LEDGER_MIGRATIONS: &[&str] = &[
         tat_ms     INTEGER NOT NULL
     );
     ",
+    ),
     // 2: what main held of these tables (stores of main's versions 2 to 4) copied in.
-    "
+    LedgerStep::Sql(
+        "
     INSERT INTO ledger.accounts SELECT * FROM main.accounts;
     INSERT INTO ledger.credit_grants SELECT * FROM main.credit_grants;
     INSERT INTO ledger.api_keys SELECT * FROM main.api_keys;
@@ -208,6 +212,7 @@ const LEDGER_MIGRATIONS: &[&str] = &[
     INSERT INTO ledger.idempotency SELECT * FROM main.idempotency;
     INSERT INTO ledger.rate_limits SELECT * FROM main.rate_limits;
     ",
+    ),
     // 3: the request ledger without foreign keys. Its account_id and key_id name rows of
     // accounts and api_keys, which are never deleted, and every row is written with the ids of
     // a key just read from those tables; checking both parents (two B-tree seeks a row) was an
@@ -215,7 +220,8 @@ const LEDGER_MIGRATIONS: &[&str] = &[
     // (docs/BENCHMARKS.md). The other tables keep theirs. The index by
     // account names the account only: an index entry ends with the rowid, which is seq, so it
     // orders an account's rows by seq as before, one number shorter.
-    "
+    LedgerStep::Sql(
+        "
     CREATE TABLE ledger.requests_new (
         seq        INTEGER PRIMARY KEY,
         request_id TEXT NOT NULL UNIQUE,
@@ -234,7 +240,81 @@ const LEDGER_MIGRATIONS: &[&str] = &[
     ALTER TABLE ledger.requests_new RENAME TO requests;
     CREATE INDEX ledger.requests_by_account ON requests (account_id);
     ",
+    ),
+    // 4: the request ledger packed, a row per account and commit (crate::ledger): one B-tree of
+    // chunks and its index by account, and the request ids in a B-tree of their own, instead of
+    // three B-trees written a row per request. Every row moves, with its seq, in seq order.
+    LedgerStep::SqlThen(
+        "
+    CREATE TABLE ledger.request_chunks (
+        -- The seq of the chunk's first request; last_seq, of its last. Chunks never overlap.
+        seq        INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL,
+        last_seq   INTEGER NOT NULL CHECK (last_seq >= seq),
+        records    BLOB NOT NULL
+    );
+    -- An entry ends with the rowid (seq): an account's chunks in seq order.
+    CREATE INDEX ledger.request_chunks_by_account ON request_chunks (account_id);
+    -- Every request id recorded: a UUID as its 16 bytes (a BLOB), any other id as TEXT.
+    CREATE TABLE ledger.request_ids (id NOT NULL PRIMARY KEY) WITHOUT ROWID;
+    ",
+        pack_requests,
+    ),
 ];
+
+/// A step of the ledger file's schema.
+enum LedgerStep {
+    Sql(&'static str),
+    /// SQL, then rows moved by code.
+    SqlThen(&'static str, fn(&Connection) -> rusqlite::Result<()>),
+}
+
+impl LedgerStep {
+    fn apply(&self, conn: &Connection) -> rusqlite::Result<()> {
+        match self {
+            LedgerStep::Sql(sql) => conn.execute_batch(sql),
+            LedgerStep::SqlThen(sql, then) => {
+                conn.execute_batch(sql)?;
+                then(conn)
+            }
+        }
+    }
+}
+
+/// Ledger step 4's move: the rows of `ledger.requests`, in seq order, into chunks of each
+/// account's runs; then the table goes.
+fn pack_requests(conn: &Connection) -> rusqlite::Result<()> {
+    const PAGE: i64 = 10_000;
+    let mut after = i64::MIN;
+    loop {
+        let rows: Vec<RequestRow> = conn
+            .prepare_cached(
+                "SELECT seq, request_id, account_id, key_id, at_ms, endpoint, status, cost, paid,
+                        free, latency_us
+                   FROM ledger.requests WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map([after, PAGE], |r| {
+                Ok(RequestRow {
+                    seq: r.get(0)?,
+                    request_id: r.get(1)?,
+                    account_id: r.get(2)?,
+                    key_id: r.get(3)?,
+                    at_ms: r.get(4)?,
+                    endpoint: r.get(5)?,
+                    status: r.get(6)?,
+                    cost: r.get(7)?,
+                    paid: r.get(8)?,
+                    free: r.get(9)?,
+                    latency_us: r.get(10)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        ledger::load(conn, &rows)?;
+    }
+    conn.execute_batch("DROP TABLE ledger.requests")
+}
 
 /// The main version whose store has the ledger's tables in main, ready to move.
 const BEFORE_MOVE: usize = 4;
@@ -267,7 +347,7 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let moved = main > BEFORE_MOVE;
     for (done, step) in LEDGER_MIGRATIONS.iter().enumerate().skip(ledger) {
         if !(done == 1 && moved) {
-            tx.execute_batch(step)?;
+            step.apply(&tx)?;
         }
         tx.pragma_update(Some(LEDGER), "user_version", done + 1)?;
     }
@@ -313,6 +393,7 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    /// The tables main held before the ledger file.
     const MOVED: [&str; 6] = [
         "accounts",
         "credit_grants",
@@ -320,6 +401,16 @@ mod tests {
         "requests",
         "idempotency",
         "rate_limits",
+    ];
+    /// The ledger file's tables now: `requests` packed into the last two.
+    const LEDGER_TABLES: [&str; 7] = [
+        "accounts",
+        "api_keys",
+        "credit_grants",
+        "idempotency",
+        "rate_limits",
+        "request_chunks",
+        "request_ids",
     ];
 
     /// A store as xgate wrote it before the ledger file: main at step 4 with a row in each of
@@ -370,6 +461,8 @@ mod tests {
                 !main.contains(&table.to_owned()),
                 "{table} is still in main"
             );
+        }
+        for table in LEDGER_TABLES {
             let rows: i64 = conn
                 .query_row(&format!("SELECT count(*) FROM ledger.{table}"), [], |r| {
                     r.get(0)
@@ -383,6 +476,16 @@ mod tests {
             })
             .unwrap();
         assert_eq!(balance, 7);
+        let rows = ledger::rows_after(conn, 0, 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (
+                rows[0].request_id.as_str(),
+                rows[0].paid,
+                rows[0].latency_us
+            ),
+            ("r-1", 3, 9)
+        );
     }
 
     #[test]
@@ -407,7 +510,7 @@ mod tests {
         // The first commit of the move happened (the ledger holds the rows and says so), the
         // second did not (main still has its copies).
         for (done, step) in LEDGER_MIGRATIONS.iter().enumerate() {
-            conn.execute_batch(step).unwrap();
+            step.apply(&conn).unwrap();
             conn.pragma_update(Some(LEDGER), "user_version", done + 1)
                 .unwrap();
         }
@@ -417,7 +520,7 @@ mod tests {
     }
 
     #[test]
-    fn the_request_ledger_loses_its_foreign_keys_and_keeps_every_row() {
+    fn the_request_ledger_is_packed_and_keeps_every_row() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v2.db");
         let conn = attached(&path);
@@ -425,60 +528,72 @@ mod tests {
             conn.execute_batch(step).unwrap();
             conn.pragma_update(None, "user_version", done + 1).unwrap();
         }
-        // A ledger as the last build left it: version 2 (whose step 2 is only a mark in a store
-        // made after the move), its requests with their foreign keys.
-        conn.execute_batch(LEDGER_MIGRATIONS[0]).unwrap();
+        // A ledger as builds before the packed one left it, at version 2 (whose step 2 is only a
+        // mark in a store made after the move): two accounts' rows interleaved, a UUID among the
+        // ids, a gap in seq.
+        LEDGER_MIGRATIONS[0].apply(&conn).unwrap();
         conn.pragma_update(Some(LEDGER), "user_version", 2).unwrap();
         conn.execute_batch(
             "INSERT INTO accounts (id, name, balance, created_ms) VALUES (1, 'a', 7, 0);
+             INSERT INTO accounts (id, name, balance, created_ms) VALUES (2, 'b', 7, 0);
              INSERT INTO api_keys (id, account_id, hash, prefix, created_ms)
                  VALUES (1, 1, x'01', 'xg_live_1', 0);
+             INSERT INTO api_keys (id, account_id, hash, prefix, created_ms)
+                 VALUES (2, 2, x'02', 'xg_live_2', 0);
              INSERT INTO requests VALUES (5, 'r-5', 1, 1, 10, 'POST /x', 200, 1, 1, 0, 9);
+             INSERT INTO requests VALUES (6, 'r-6', 1, 1, 11, 'POST /x', 200, 2, 1, 1, 8);
+             INSERT INTO requests VALUES (7, '019ae9a4-5c9d-7b3e-9a41-0c2f7d5e8b10', 2, 2, 12,
+                                          'POST /x', 200, 1, 1, 0, 7);
              INSERT INTO requests VALUES (9, 'r-9', 1, 1, 20, 'GET /y', 404, 0, 0, 0, 3);",
         )
         .unwrap();
-        let foreign_keys = |conn: &Connection| -> i64 {
-            conn.query_row(
-                "SELECT count(*) FROM pragma_foreign_key_list('requests', 'ledger')",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap()
-        };
-        assert_eq!(foreign_keys(&conn), 2);
-        let rows = |conn: &Connection| -> Vec<(i64, String, i64, i64, String, i64)> {
-            conn.prepare(
-                "SELECT seq, request_id, account_id, at_ms, endpoint, status
+        let before: Vec<RequestRow> = conn
+            .prepare(
+                "SELECT seq, request_id, account_id, key_id, at_ms, endpoint, status, cost, paid,
+                        free, latency_us
                    FROM ledger.requests ORDER BY seq",
             )
             .unwrap()
             .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
+                Ok(RequestRow {
+                    seq: r.get(0)?,
+                    request_id: r.get(1)?,
+                    account_id: r.get(2)?,
+                    key_id: r.get(3)?,
+                    at_ms: r.get(4)?,
+                    endpoint: r.get(5)?,
+                    status: r.get(6)?,
+                    cost: r.get(7)?,
+                    paid: r.get(8)?,
+                    free: r.get(9)?,
+                    latency_us: r.get(10)?,
+                })
             })
             .unwrap()
             .collect::<rusqlite::Result<_>>()
-            .unwrap()
-        };
-        let before = rows(&conn);
+            .unwrap();
+        assert_eq!(before.len(), 4);
 
         let mut conn = conn;
         migrate(&mut conn).unwrap();
         assert_eq!(versions(&conn).unwrap(), (LATEST, LEDGER_LATEST));
-        assert_eq!(foreign_keys(&conn), 0);
-        assert_eq!(rows(&conn), before);
-        // The usage log's query: an account's rows by seq, newest first, straight from the
+        assert!(!tables(&conn, "ledger").contains(&"requests".to_owned()));
+        assert_eq!(ledger::rows_after(&conn, 0, 100).unwrap(), before);
+        // Runs of one account's rows: (5, 6), (7), (9).
+        let chunks: Vec<(i64, i64, i64)> = conn
+            .prepare("SELECT seq, last_seq, account_id FROM ledger.request_chunks ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(chunks, [(5, 6, 1), (7, 7, 2), (9, 9, 1)]);
+        // The usage log's query: an account's chunks by seq, newest first, straight from the
         // index, with no sort.
         let plan: Vec<String> = conn
             .prepare(
-                "EXPLAIN QUERY PLAN SELECT seq, request_id FROM ledger.requests
-                  WHERE account_id = 1 AND seq < 100 AND at_ms >= 0 ORDER BY seq DESC LIMIT 10",
+                "EXPLAIN QUERY PLAN SELECT seq, records FROM request_chunks
+                  WHERE account_id = 1 AND seq < 100 ORDER BY seq DESC",
             )
             .unwrap()
             .query_map([], |r| r.get(3))
@@ -487,28 +602,20 @@ mod tests {
             .unwrap();
         assert_eq!(
             plan,
-            ["SEARCH ledger.requests USING INDEX requests_by_account (account_id=? AND rowid<?)"]
+            [
+                "SEARCH request_chunks USING INDEX request_chunks_by_account \
+                 (account_id=? AND rowid<?)"
+            ]
         );
-        // The rowid goes on from the last row, and a request id is still unique.
-        conn.execute(
-            "INSERT INTO ledger.requests (request_id, account_id, key_id, at_ms, endpoint, status,
-                                          cost, paid, free, latency_us)
-             VALUES ('r-new', 1, 1, 30, 'POST /x', 200, 1, 1, 0, 5)",
-            [],
-        )
-        .unwrap();
-        let last: i64 = conn
-            .query_row("SELECT max(seq) FROM ledger.requests", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(last, 10);
-        assert!(
-            conn.execute(
-                "INSERT INTO ledger.requests (request_id, account_id, key_id, at_ms, endpoint,
-                                              status, cost, paid, free, latency_us)
-                 VALUES ('r-5', 1, 1, 40, 'POST /x', 200, 1, 1, 0, 5)",
-                [],
-            )
-            .is_err()
+        // Numbering goes on from the last row, and every request id is still taken.
+        assert_eq!(ledger::last_seq(&conn).unwrap(), 9);
+        for id in ["r-5", "r-9", "019ae9a4-5c9d-7b3e-9a41-0c2f7d5e8b10"] {
+            let id = ledger::RequestId::of(id);
+            assert_eq!(ledger::claim_ids(&conn, &[id]).unwrap(), 0, "{id:?}");
+        }
+        assert_eq!(
+            ledger::claim_ids(&conn, &[ledger::RequestId::of("r-new")]).unwrap(),
+            1
         );
     }
 
@@ -518,11 +625,7 @@ mod tests {
         let mut conn = attached(&dir.path().join("new.db"));
         migrate(&mut conn).unwrap();
         assert_eq!(versions(&conn).unwrap(), (LATEST, LEDGER_LATEST));
-        let mut ledger = tables(&conn, "ledger");
-        ledger.sort();
-        let mut moved = MOVED.map(str::to_owned).to_vec();
-        moved.sort();
-        assert_eq!(ledger, moved);
+        assert_eq!(tables(&conn, "ledger"), LEDGER_TABLES);
         assert_eq!(
             tables(&conn, "main"),
             ["settings", "tweets", "upstream_sync", "users"]

@@ -1,7 +1,7 @@
 //! [`Transfer`] on SQLite.
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use xgate_model::{TweetId, TweetRecord};
 use xgate_store::StoreResult;
 use xgate_store::sortable::{from_column, to_column};
@@ -9,7 +9,7 @@ use xgate_store::transfer::{
     AccountRow, AccountsDump, Counts, GrantRow, IdempotencyRow, KeyRow, RequestRow, Transfer,
 };
 
-use crate::SqliteStore;
+use crate::{SqliteStore, ledger};
 
 fn sql_limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -217,56 +217,13 @@ impl Transfer for SqliteStore {
     }
 
     async fn requests_after(&self, after: i64, limit: usize) -> StoreResult<Vec<RequestRow>> {
-        self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT seq, request_id, account_id, key_id, at_ms, endpoint, status, cost, paid,
-                        free, latency_us
-                   FROM requests WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?
-            .query_map(params![after, sql_limit(limit)], |r| {
-                Ok(RequestRow {
-                    seq: r.get(0)?,
-                    request_id: r.get(1)?,
-                    account_id: r.get(2)?,
-                    key_id: r.get(3)?,
-                    at_ms: r.get(4)?,
-                    endpoint: r.get(5)?,
-                    status: r.get(6)?,
-                    cost: r.get(7)?,
-                    paid: r.get(8)?,
-                    free: r.get(9)?,
-                    latency_us: r.get(10)?,
-                })
-            })?
-            .collect()
-        })
+        self.read(|conn| ledger::rows_after(conn, after, limit))
     }
 
     async fn load_requests(&self, rows: Vec<RequestRow>) -> StoreResult<()> {
         self.write(move |conn| {
             let tx = conn.transaction()?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO requests (seq, request_id, account_id, key_id, at_ms, endpoint,
-                                           status, cost, paid, free, latency_us)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
-                )?;
-                for r in &rows {
-                    insert.execute(params![
-                        r.seq,
-                        r.request_id,
-                        r.account_id,
-                        r.key_id,
-                        r.at_ms,
-                        r.endpoint,
-                        r.status,
-                        r.cost,
-                        r.paid,
-                        r.free,
-                        r.latency_us
-                    ])?;
-                }
-            }
+            ledger::load(&tx, &rows)?;
             tx.commit()
         })
         .await
@@ -274,31 +231,34 @@ impl Transfer for SqliteStore {
 
     async fn counts(&self) -> StoreResult<Counts> {
         self.read(|conn| {
-            conn.query_row(
-                "SELECT (SELECT count(*) FROM tweets), (SELECT count(*) FROM users),
-                        (SELECT count(*) FROM accounts), (SELECT count(*) FROM credit_grants),
-                        (SELECT count(*) FROM api_keys), (SELECT count(*) FROM requests),
-                        (SELECT coalesce(sum(balance), 0) FROM accounts),
-                        (SELECT coalesce(sum(paid), 0) FROM requests),
-                        (SELECT coalesce(max(seq), 0) FROM requests)",
-                [],
-                |r| {
-                    let n = |i| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
-                    Ok(Counts {
-                        tweets: n(0)?,
-                        users: n(1)?,
-                        accounts: n(2)?,
-                        grants: n(3)?,
-                        keys: n(4)?,
-                        requests: n(5)?,
-                        balances: r.get(6)?,
-                        paid: r.get(7)?,
-                        last_seq: r.get(8)?,
-                    })
-                },
-            )
-            .optional()
-            .map(Option::unwrap_or_default)
+            // One read transaction, so the figures describe the same moment.
+            conn.execute_batch("BEGIN")?;
+            let counts = (|| {
+                let (requests, paid, last_seq) = ledger::totals(conn)?;
+                conn.query_row(
+                    "SELECT (SELECT count(*) FROM tweets), (SELECT count(*) FROM users),
+                            (SELECT count(*) FROM accounts), (SELECT count(*) FROM credit_grants),
+                            (SELECT count(*) FROM api_keys),
+                            (SELECT coalesce(sum(balance), 0) FROM accounts)",
+                    [],
+                    |r| {
+                        let n = |i| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                        Ok(Counts {
+                            tweets: n(0)?,
+                            users: n(1)?,
+                            accounts: n(2)?,
+                            grants: n(3)?,
+                            keys: n(4)?,
+                            requests,
+                            balances: r.get(5)?,
+                            paid,
+                            last_seq,
+                        })
+                    },
+                )
+            })();
+            conn.execute_batch("COMMIT")?;
+            counts
         })
     }
 }

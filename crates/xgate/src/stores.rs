@@ -82,9 +82,10 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     } else {
         SqliteStore::open(&db).with_context(|| format!("migrating {}", db.display()))?;
         println!(
-            "{}: schema version {} (up to date)",
+            "{}: schema version {}, ledger {} (up to date)",
             db.display(),
-            xgate_store_sqlite::SCHEMA_VERSION
+            xgate_store_sqlite::SCHEMA_VERSION,
+            xgate_store_sqlite::LEDGER_SCHEMA_VERSION
         );
     }
     Ok(())

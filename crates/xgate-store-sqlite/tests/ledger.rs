@@ -1,0 +1,216 @@
+//! The packed ledger against a model: whatever batches of requests of several accounts are
+//! recorded (charges, failures, refusals, ids met before), every account's request log, its
+//! pages, its books and the whole ledger read back as the requests were recorded.
+
+use std::collections::{HashMap, HashSet};
+
+use proptest::prelude::*;
+use xgate_store::accounts::{
+    AccountId, AccountStore, KeyId, NewKey, Recorded, RequestRecord, UsageRow,
+};
+use xgate_store::transfer::Transfer;
+use xgate_store_sqlite::SqliteStore;
+
+const ACCOUNTS: usize = 3;
+const AT_MS: i64 = 1_795_651_200_000;
+
+/// One request of a batch: its account, status and cost, and which earlier request's id it
+/// reuses, if any.
+#[derive(Debug, Clone)]
+struct Planned {
+    account: usize,
+    status: u16,
+    cost: i64,
+    reuse: Option<usize>,
+}
+
+fn planned() -> impl Strategy<Value = Planned> {
+    (
+        0..ACCOUNTS,
+        prop_oneof![Just(200u16), Just(200), Just(404), Just(500)],
+        0..3i64,
+        prop::option::weighted(0.1, any::<usize>()),
+    )
+        .prop_map(|(account, status, cost, reuse)| Planned {
+            account,
+            status,
+            // Only a success is charged; a failure is logged at cost 0.
+            cost: if status == 200 { cost } else { 0 },
+            reuse,
+        })
+}
+
+/// The books as the rules say they must be kept.
+#[derive(Default)]
+struct Model {
+    balance: [i64; ACCOUNTS],
+    seen: HashSet<String>,
+    /// Each account's log, oldest first: (request id, status, cost, paid).
+    log: [Vec<(String, u16, i64, i64)>; ACCOUNTS],
+}
+
+impl Model {
+    /// A charge the account cannot cover is refused before its id is looked at, as this store
+    /// has always done; a refused request's id stays unused.
+    fn record(&mut self, account: usize, rec: &RequestRecord) -> Recorded {
+        if rec.cost > self.balance[account] {
+            return Recorded::Insufficient {
+                balance: self.balance[account],
+                free_left: 0,
+            };
+        }
+        if self.seen.contains(&rec.request_id) {
+            return Recorded::Duplicate;
+        }
+        self.seen.insert(rec.request_id.clone());
+        self.balance[account] -= rec.cost;
+        self.log[account].push((rec.request_id.clone(), rec.status, rec.cost, rec.cost));
+        Recorded::Done {
+            paid: rec.cost,
+            free: 0,
+            balance: self.balance[account],
+            free_left: 0,
+        }
+    }
+}
+
+fn logged(rows: &[UsageRow]) -> Vec<(String, u16, i64, i64)> {
+    rows.iter()
+        .map(|r| (r.request_id.clone(), r.status, r.cost, r.paid))
+        .collect()
+}
+
+async fn check(credits: [i64; ACCOUNTS], batches: Vec<Vec<Planned>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("ledger.db")).unwrap();
+    let mut model = Model::default();
+    let mut accounts: Vec<(AccountId, KeyId)> = Vec::new();
+    for (i, credits) in credits.into_iter().enumerate() {
+        let account = store.ensure_account(&format!("a{i}"), AT_MS).await.unwrap();
+        let key = NewKey {
+            hash: [i as u8 + 1; 32],
+            prefix: format!("xg_live_{i}"),
+            label: None,
+        };
+        let key = store.insert_key(account.id, key, AT_MS).await.unwrap().id;
+        if credits > 0 {
+            store
+                .add_credits(account.id, credits, "test", AT_MS)
+                .await
+                .unwrap();
+        }
+        model.balance[i] = credits;
+        accounts.push((account.id, key));
+    }
+
+    let mut ids: Vec<String> = Vec::new();
+    for batch in batches {
+        let mut records = Vec::new();
+        let mut expected = Vec::new();
+        for plan in batch {
+            let request_id = match plan.reuse.filter(|_| !ids.is_empty()) {
+                Some(n) => ids[n % ids.len()].clone(),
+                // Half the new ids are UUIDs as the server makes them, half other text.
+                None if ids.len().is_multiple_of(2) => {
+                    uuid::Uuid::now_v7().hyphenated().to_string()
+                }
+                None => format!("r-{}", ids.len()),
+            };
+            ids.push(request_id.clone());
+            let (account, key) = accounts[plan.account];
+            let rec = RequestRecord {
+                request_id,
+                account,
+                key,
+                at_ms: AT_MS + ids.len() as i64,
+                endpoint: "POST /user/medias/continuation".into(),
+                status: plan.status,
+                cost: plan.cost,
+                latency_us: 7,
+                idempotency: None,
+            };
+            expected.push(model.record(plan.account, &rec));
+            records.push(rec);
+        }
+        let outcomes = store.record(records, "2026-11").await.unwrap();
+        assert_eq!(outcomes, expected);
+    }
+
+    let mut everyone = 0;
+    for (i, (account, _)) in accounts.iter().enumerate() {
+        let newest_first: Vec<_> = model.log[i].iter().rev().cloned().collect();
+        let all = store.usage(*account, 0, None, 10_000).await.unwrap();
+        assert_eq!(logged(&all), newest_first, "account {i}'s log");
+        // Pages of 3, each after the last one's position, make up the same log.
+        let mut paged = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store.usage(*account, 0, before, 3).await.unwrap();
+            let Some(last) = page.last() else { break };
+            before = Some(last.seq);
+            paged.extend(page);
+        }
+        assert_eq!(paged, all, "account {i}'s log in pages");
+        let audit = store.audit(*account).await.unwrap();
+        assert!(audit.balanced(), "account {i}: {audit:?}");
+        assert_eq!(audit.balance, model.balance[i]);
+        assert_eq!(audit.charged_failures, 0);
+        everyone += all.len();
+    }
+
+    // The whole ledger in seq order: every request once, each account's in its order.
+    let rows = store.requests_after(0, 100_000).await.unwrap();
+    assert_eq!(rows.len(), everyone);
+    assert!(rows.windows(2).all(|w| w[0].seq < w[1].seq));
+    let mut by_account: HashMap<i64, Vec<(String, u16, i64, i64)>> = HashMap::new();
+    for r in &rows {
+        by_account.entry(r.account_id).or_default().push((
+            r.request_id.clone(),
+            r.status as u16,
+            r.cost,
+            r.paid,
+        ));
+    }
+    for (i, (account, _)) in accounts.iter().enumerate() {
+        assert_eq!(
+            by_account.remove(&account.0).unwrap_or_default(),
+            model.log[i]
+        );
+    }
+    // Pages of the whole ledger resume where the last one ended.
+    let mut resumed = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.requests_after(after, 4).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        resumed.extend(page);
+    }
+    assert_eq!(resumed, rows);
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.requests, everyone as u64);
+    assert_eq!(counts.last_seq, rows.last().map_or(0, |r| r.seq));
+
+    // A copy into another store holds the same ledger, numbered the same.
+    let copy = SqliteStore::open(dir.path().join("copy.db")).unwrap();
+    copy.load_accounts(store.dump_accounts().await.unwrap())
+        .await
+        .unwrap();
+    copy.load_requests(rows.clone()).await.unwrap();
+    assert_eq!(copy.requests_after(0, 100_000).await.unwrap(), rows);
+    // Loading the same rows again changes nothing.
+    copy.load_requests(rows.clone()).await.unwrap();
+    assert_eq!(copy.requests_after(0, 100_000).await.unwrap(), rows);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn the_ledger_reads_back_as_recorded(
+        credits in prop::array::uniform3(0..40i64),
+        batches in prop::collection::vec(prop::collection::vec(planned(), 0..40), 1..6),
+    ) {
+        tokio::runtime::Runtime::new().unwrap().block_on(check(credits, batches));
+    }
+}
