@@ -281,6 +281,26 @@ impl LedgerStep {
     }
 }
 
+/// The columns of `ledger.requests` (before step 4) as [`request_row`] reads them.
+const REQUEST_COLUMNS: &str =
+    "seq, request_id, account_id, key_id, at_ms, endpoint, status, cost, paid, free, latency_us";
+
+fn request_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RequestRow> {
+    Ok(RequestRow {
+        seq: r.get(0)?,
+        request_id: r.get(1)?,
+        account_id: r.get(2)?,
+        key_id: r.get(3)?,
+        at_ms: r.get(4)?,
+        endpoint: r.get(5)?,
+        status: r.get(6)?,
+        cost: r.get(7)?,
+        paid: r.get(8)?,
+        free: r.get(9)?,
+        latency_us: r.get(10)?,
+    })
+}
+
 /// Ledger step 4's move: the rows of `ledger.requests`, in seq order, into chunks of each
 /// account's runs; then the table goes.
 fn pack_requests(conn: &Connection) -> rusqlite::Result<()> {
@@ -288,26 +308,11 @@ fn pack_requests(conn: &Connection) -> rusqlite::Result<()> {
     let mut after = i64::MIN;
     loop {
         let rows: Vec<RequestRow> = conn
-            .prepare_cached(
-                "SELECT seq, request_id, account_id, key_id, at_ms, endpoint, status, cost, paid,
-                        free, latency_us
-                   FROM ledger.requests WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?
-            .query_map([after, PAGE], |r| {
-                Ok(RequestRow {
-                    seq: r.get(0)?,
-                    request_id: r.get(1)?,
-                    account_id: r.get(2)?,
-                    key_id: r.get(3)?,
-                    at_ms: r.get(4)?,
-                    endpoint: r.get(5)?,
-                    status: r.get(6)?,
-                    cost: r.get(7)?,
-                    paid: r.get(8)?,
-                    free: r.get(9)?,
-                    latency_us: r.get(10)?,
-                })
-            })?
+            .prepare_cached(&format!(
+                "SELECT {REQUEST_COLUMNS} FROM ledger.requests
+                  WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?
+            .query_map([after, PAGE], request_row)?
             .collect::<rusqlite::Result<_>>()?;
         let Some(last) = rows.last() else { break };
         after = last.seq;
@@ -548,27 +553,11 @@ mod tests {
         )
         .unwrap();
         let before: Vec<RequestRow> = conn
-            .prepare(
-                "SELECT seq, request_id, account_id, key_id, at_ms, endpoint, status, cost, paid,
-                        free, latency_us
-                   FROM ledger.requests ORDER BY seq",
-            )
+            .prepare(&format!(
+                "SELECT {REQUEST_COLUMNS} FROM ledger.requests ORDER BY seq"
+            ))
             .unwrap()
-            .query_map([], |r| {
-                Ok(RequestRow {
-                    seq: r.get(0)?,
-                    request_id: r.get(1)?,
-                    account_id: r.get(2)?,
-                    key_id: r.get(3)?,
-                    at_ms: r.get(4)?,
-                    endpoint: r.get(5)?,
-                    status: r.get(6)?,
-                    cost: r.get(7)?,
-                    paid: r.get(8)?,
-                    free: r.get(9)?,
-                    latency_us: r.get(10)?,
-                })
-            })
+            .query_map([], request_row)
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
