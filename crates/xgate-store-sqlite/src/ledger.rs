@@ -27,7 +27,7 @@ use xgate_store::transfer::RequestRow;
 const FORMAT: u8 = 1;
 /// Requests a chunk holds at most when rows are loaded (a copy, a migration); a commit's chunk
 /// holds what the commit has of its account.
-pub(crate) const LOAD_CHUNK: usize = 256;
+const LOAD_CHUNK: usize = 256;
 
 /// One ledger row, whatever it is read from or written to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,10 +314,9 @@ pub(crate) fn claim_ids(conn: &Connection, ids: &[RequestId<'_>]) -> rusqlite::R
 
 /// Writes ledger rows that carry their own `seq` (a copy, a migration), in `seq` order: runs of
 /// one account's rows become chunks. Rows at or below the ledger's last `seq`, and rows whose
-/// request id is already recorded, are skipped. Returns how many were written.
-pub(crate) fn load(conn: &Connection, rows: &[RequestRow]) -> rusqlite::Result<usize> {
+/// request id is already recorded, are skipped.
+pub(crate) fn load(conn: &Connection, rows: &[RequestRow]) -> rusqlite::Result<()> {
     let mut last = last_seq(conn)?;
-    let mut written = 0;
     let mut run: Vec<Entry<'_>> = Vec::new();
     let mut run_account = None;
     for row in rows {
@@ -345,12 +344,11 @@ pub(crate) fn load(conn: &Connection, rows: &[RequestRow]) -> rusqlite::Result<u
             latency_us: row.latency_us,
         });
         last = row.seq;
-        written += 1;
     }
     if let Some(account) = run_account {
         write_chunk(conn, account, &run)?;
     }
-    Ok(written)
+    Ok(())
 }
 
 /// Calls `each` with every chunk of `account` (`seq` below `before_seq`), newest first, until it
@@ -447,7 +445,9 @@ pub(crate) fn audit_rows(conn: &Connection, account: i64) -> rusqlite::Result<(i
     Ok((paid, charged_failures))
 }
 
-/// Up to `limit` ledger rows with `seq` above `after`, in order, with their accounts.
+/// Up to `limit` ledger rows with `seq` above `after`, in order, with their accounts. Chunks do
+/// not overlap, so only the last one starting at or below `after` can hold rows above it: the
+/// scan starts there, on the rowid, rather than at the ledger's first chunk.
 pub(crate) fn rows_after(
     conn: &Connection,
     after: i64,
@@ -455,7 +455,9 @@ pub(crate) fn rows_after(
 ) -> rusqlite::Result<Vec<RequestRow>> {
     let mut out = Vec::new();
     let mut statement = conn.prepare_cached(
-        "SELECT seq, account_id, records FROM request_chunks WHERE last_seq > ?1 ORDER BY seq",
+        "SELECT seq, account_id, records FROM request_chunks
+          WHERE seq >= coalesce((SELECT max(seq) FROM request_chunks WHERE seq <= ?1), ?1)
+          ORDER BY seq",
     )?;
     let mut rows = statement.query([after])?;
     while out.len() < limit
