@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use tokio::task::JoinSet;
 use xgate_billing::{Meter, Refusal, clock};
 use xgate_store::accounts::{
-    Account, AccountStore, AccountTerms, KeyId, NewKey, Recorded, RequestRecord,
+    Account, AccountStore, AccountTerms, KeyId, NewKey, Recorded, RequestId, RequestRecord,
 };
 use xgate_store_sqlite::SqliteStore;
 
@@ -38,7 +38,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn record(account: &Account, key: KeyId, n: usize, status: u16, cost: i64) -> RequestRecord {
     RequestRecord {
-        request_id: format!("req-{n}"),
+        request_id: RequestId::Given(format!("req-{n}")),
         account: account.id,
         key,
         at_ms: clock::now_ms(),

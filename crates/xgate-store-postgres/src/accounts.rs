@@ -3,6 +3,7 @@
 //! its one transaction, not of any request: nodes charging one account take turns per commit,
 //! and the balance check and the ledger row are atomic across all of them.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
@@ -285,7 +286,8 @@ impl AccountStore for PostgresStore {
         let mut accounts: HashMap<AccountId, Account> =
             rows.iter().map(account_row).map(|a| (a.id, a)).collect();
         // Request ids already in the ledger (a batch recorded before): those are duplicates.
-        let request_ids: Vec<&str> = batch.iter().map(|r| r.request_id.as_str()).collect();
+        let texts: Vec<Cow<'_, str>> = batch.iter().map(|r| r.request_id.text()).collect();
+        let request_ids: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
         let known: HashSet<String> = tx
             .query(
                 "SELECT request_id FROM requests WHERE request_id = ANY($1)",
@@ -302,8 +304,8 @@ impl AccountStore for PostgresStore {
         let mut charged: Vec<(&RequestRecord, i64, i64)> = Vec::with_capacity(batch.len());
         let mut seen: HashSet<&str> = HashSet::new();
         let mut last_used: HashMap<KeyId, i64> = HashMap::new();
-        for rec in &batch {
-            if known.contains(&rec.request_id) || !seen.insert(&rec.request_id) {
+        for (rec, &id) in batch.iter().zip(&request_ids) {
+            if known.contains(id) || !seen.insert(id) {
                 outcomes.push(Recorded::Duplicate);
                 continue;
             }
@@ -326,7 +328,8 @@ impl AccountStore for PostgresStore {
             let column = |f: fn(&(&RequestRecord, i64, i64)) -> i64| {
                 charged.iter().map(f).collect::<Vec<i64>>()
             };
-            let ids: Vec<&str> = charged.iter().map(|c| c.0.request_id.as_str()).collect();
+            let texts: Vec<Cow<'_, str>> = charged.iter().map(|c| c.0.request_id.text()).collect();
+            let ids: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
             let endpoints: Vec<&str> = charged.iter().map(|c| c.0.endpoint.as_ref()).collect();
             let statuses: Vec<i32> = charged.iter().map(|c| i32::from(c.0.status)).collect();
             tx.execute(

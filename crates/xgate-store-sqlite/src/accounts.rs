@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use foldhash::HashMap;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use xgate_store::StoreResult;
+use xgate_store::accounts::RequestId as Id;
 use xgate_store::accounts::{
     Account, AccountId, AccountStore, AccountTerms, Audit, KeyAuth, KeyId, KeyInfo, KeySelector,
     NewKey, RateTaken, Recorded, RequestRecord, Split, StoredResponse, UsageDay, UsageRow,
@@ -75,11 +76,13 @@ fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
 
 /// Applies one batch of request records; see [`AccountStore::record`].
 ///
-/// The batch is first written as if every request id in it were new, its ids claimed in a few
-/// multi-row `INSERT`s; an id that `ON CONFLICT` skipped (recorded before, or twice in the batch)
-/// rolls that attempt back, and the batch is written again a request at a time, so the duplicate
-/// is found and charged nothing. Request ids are this server's own UUIDs, so the second way is
-/// for a bug or a replayed batch, never the usual path.
+/// Ids minted by this process ([`Id::Minted`]) are unique by construction and are written
+/// without a look at the ids before them: claiming them in `request_ids` cost a charge 2.8k
+/// instructions and 4–5 of a commit's 10 WAL frames (docs/BENCHMARKS.md). Every other id is
+/// claimed there. The batch is first written as if every such id in it were new, claimed in a
+/// few multi-row `INSERT`s; an id that `ON CONFLICT` skipped (recorded before, or twice in the
+/// batch) rolls that attempt back, and the batch is written again a request at a time, so the
+/// duplicate is found and charged nothing.
 fn record_batch(
     conn: &mut Connection,
     batch: &[RequestRecord],
@@ -107,13 +110,17 @@ fn record_new(
         match account.split(rec.cost, month) {
             Ok(split) => {
                 outcomes.push(account.apply(split, month));
-                rows.push((rec, split, RequestId::of(&rec.request_id)));
+                rows.push((rec, split, ledger_id(&rec.request_id)));
             }
             Err(refused) => outcomes.push(refused),
         }
     }
-    let ids: Vec<RequestId<'_>> = rows.iter().map(|(_, _, id)| *id).collect();
-    if ledger::claim_ids(&tx, &ids)? < rows.len() {
+    let given: Vec<RequestId<'_>> = rows
+        .iter()
+        .filter(|(rec, _, _)| matches!(rec.request_id, Id::Given(_)))
+        .map(|(_, _, id)| *id)
+        .collect();
+    if ledger::claim_ids(&tx, &given)? < given.len() {
         // Dropping the transaction rolls it back.
         return Ok(None);
     }
@@ -146,8 +153,8 @@ fn record_row_by_row(
                 continue;
             }
         };
-        let id = RequestId::of(&rec.request_id);
-        if ledger::claim_ids(&tx, &[id])? == 0 {
+        let id = ledger_id(&rec.request_id);
+        if matches!(rec.request_id, Id::Given(_)) && ledger::claim_ids(&tx, &[id])? == 0 {
             outcomes.push(Recorded::Duplicate);
             continue;
         }
@@ -159,6 +166,14 @@ fn record_row_by_row(
     books.write(&tx)?;
     tx.commit()?;
     Ok(outcomes)
+}
+
+/// A record's id as the ledger keeps it.
+fn ledger_id(id: &Id) -> RequestId<'_> {
+    match id {
+        Id::Minted(minted) => RequestId::Uuid(minted.bytes()),
+        Id::Given(text) => RequestId::of(text),
+    }
 }
 
 /// A request to write to the ledger: its record, its split of the charge, its id.

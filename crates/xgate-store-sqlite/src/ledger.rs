@@ -4,9 +4,11 @@
 //! A row per request wrote three B-trees a charge (the table, its unique request id, its index by
 //! account): 8.7k of SQLite's instructions a row and 12 of a commit's 14 WAL frames, at 150 bytes
 //! a request (docs/BENCHMARKS.md, "The ledger packed"). A chunk is one row of one B-tree and an
-//! entry in its index by account, about 27 bytes a request; only the request ids keep a B-tree of
-//! their own (16 bytes a request), which is what makes "a request is recorded at most once" hold
-//! across commits and processes.
+//! entry in its index by account, about 27 bytes a request. Request ids that did not come from
+//! this process's generator (a test's, a copy's) also go in a B-tree of their own,
+//! `request_ids`, which makes "such an id is recorded at most once" hold across commits and
+//! processes; ids the serving process minted are unique by construction
+//! (`xgate_store::accounts::MintedId`) and are written to their chunk only.
 //!
 //! `request_chunks.seq` is the `seq` of a chunk's first request, `last_seq` its last. Chunks'
 //! ranges never overlap and rise with `seq`, so the ledger's last `seq` is the last chunk's

@@ -876,7 +876,7 @@ mod tests {
 
     #[test]
     fn charges_leave_the_tweets_file_and_its_readers_caches_alone() {
-        use xgate_store::accounts::{AccountStore, NewKey, RequestRecord};
+        use xgate_store::accounts::{AccountStore, NewKey, RequestId, RequestRecord};
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("apart.db")).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -904,7 +904,7 @@ mod tests {
         };
         let (tweets, ledger) = (version(MAIN), version(LEDGER));
         let charge = RequestRecord {
-            request_id: "r-1".into(),
+            request_id: RequestId::Given("r-1".into()),
             account: account.id,
             key: key.id,
             at_ms: 1,

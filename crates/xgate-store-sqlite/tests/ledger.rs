@@ -1,12 +1,13 @@
 //! The packed ledger against a model: whatever batches of requests of several accounts are
-//! recorded (charges, failures, refusals, ids met before), every account's request log, its
-//! pages, its books and the whole ledger read back as the requests were recorded.
+//! recorded (charges, failures, refusals, ids met before, ids minted by this process), every
+//! account's request log, its pages, its books and the whole ledger read back as the requests
+//! were recorded.
 
 use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
 use xgate_store::accounts::{
-    AccountId, AccountStore, KeyId, NewKey, Recorded, RequestRecord, UsageRow,
+    AccountId, AccountStore, KeyId, MintedId, NewKey, Recorded, RequestId, RequestRecord, UsageRow,
 };
 use xgate_store::transfer::Transfer;
 use xgate_store_sqlite::SqliteStore;
@@ -59,12 +60,13 @@ impl Model {
                 free_left: 0,
             };
         }
-        if self.seen.contains(&rec.request_id) {
+        let id = rec.request_id.text().into_owned();
+        if self.seen.contains(&id) {
             return Recorded::Duplicate;
         }
-        self.seen.insert(rec.request_id.clone());
+        self.seen.insert(id.clone());
         self.balance[account] -= rec.cost;
-        self.log[account].push((rec.request_id.clone(), rec.status, rec.cost, rec.cost));
+        self.log[account].push((id, rec.status, rec.cost, rec.cost));
         Recorded::Done {
             paid: rec.cost,
             free: 0,
@@ -103,26 +105,34 @@ async fn check(credits: [i64; ACCOUNTS], batches: Vec<Vec<Planned>>) {
         accounts.push((account.id, key));
     }
 
-    let mut ids: Vec<String> = Vec::new();
+    // Ids given to the store, which a later request may reuse; minted ids never are (each is
+    // recorded once, as their contract says).
+    let mut given: Vec<String> = Vec::new();
+    let mut made = 0usize;
     for batch in batches {
         let mut records = Vec::new();
         let mut expected = Vec::new();
         for plan in batch {
-            let request_id = match plan.reuse.filter(|_| !ids.is_empty()) {
-                Some(n) => ids[n % ids.len()].clone(),
-                // Half the new ids are UUIDs as the server makes them, half other text.
-                None if ids.len().is_multiple_of(2) => {
-                    uuid::Uuid::now_v7().hyphenated().to_string()
-                }
-                None => format!("r-{}", ids.len()),
+            made += 1;
+            let request_id = match plan.reuse.filter(|_| !given.is_empty()) {
+                Some(n) => RequestId::Given(given[n % given.len()].clone()),
+                // A third of the new ids are minted as the server mints them; a third are UUIDs
+                // given as text; a third, other text.
+                None => match made % 3 {
+                    0 => RequestId::Minted(MintedId::new()),
+                    1 => RequestId::Given(uuid::Uuid::now_v7().hyphenated().to_string()),
+                    _ => RequestId::Given(format!("r-{made}")),
+                },
             };
-            ids.push(request_id.clone());
+            if let RequestId::Given(text) = &request_id {
+                given.push(text.clone());
+            }
             let (account, key) = accounts[plan.account];
             let rec = RequestRecord {
                 request_id,
                 account,
                 key,
-                at_ms: AT_MS + ids.len() as i64,
+                at_ms: AT_MS + made as i64,
                 endpoint: "POST /user/medias/continuation".into(),
                 status: plan.status,
                 cost: plan.cost,
@@ -213,4 +223,69 @@ proptest! {
     ) {
         tokio::runtime::Runtime::new().unwrap().block_on(check(credits, batches));
     }
+}
+
+/// Ids minted by this process are written to their chunk only; ids given as text are also
+/// claimed in `request_ids`, where the next use of one is found.
+#[tokio::test]
+async fn only_given_ids_are_claimed_in_the_index_of_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ids.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let account = store.ensure_account("a", AT_MS).await.unwrap();
+    let key = NewKey {
+        hash: [1; 32],
+        prefix: "xg_live_1".into(),
+        label: None,
+    };
+    let key = store.insert_key(account.id, key, AT_MS).await.unwrap().id;
+    store
+        .add_credits(account.id, 10, "test", AT_MS)
+        .await
+        .unwrap();
+    let request = |request_id| RequestRecord {
+        request_id,
+        account: account.id,
+        key,
+        at_ms: AT_MS,
+        endpoint: "POST /user/medias/continuation".into(),
+        status: 200,
+        cost: 1,
+        latency_us: 7,
+        idempotency: None,
+    };
+    let minted = [MintedId::new(), MintedId::new(), MintedId::new()];
+    let mut batch: Vec<RequestRecord> = minted
+        .iter()
+        .map(|id| request(RequestId::Minted(*id)))
+        .collect();
+    batch.push(request(RequestId::Given("given-1".into())));
+    batch.push(request(RequestId::Given(
+        uuid::Uuid::now_v7().hyphenated().to_string(),
+    )));
+    let outcomes = store.record(batch, "2026-11").await.unwrap();
+    assert!(outcomes.iter().all(|o| matches!(o, Recorded::Done { .. })));
+
+    let ledger = rusqlite::Connection::open(SqliteStore::ledger_path(&path)).unwrap();
+    let claimed: i64 = ledger
+        .query_row("SELECT count(*) FROM request_ids", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(claimed, 2, "the two given ids, not the three minted ones");
+    let logged: Vec<String> = store
+        .usage(account.id, 0, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|r| r.request_id)
+        .collect();
+    assert_eq!(logged[..3], minted.map(|id| id.to_string()));
+
+    // A given id met again is still found, and charged nothing.
+    let again = store
+        .record(vec![request(RequestId::Given("given-1".into()))], "2026-11")
+        .await
+        .unwrap();
+    assert_eq!(again, [Recorded::Duplicate]);
+    assert_eq!(store.audit(account.id).await.unwrap().balance, 5);
 }

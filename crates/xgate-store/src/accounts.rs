@@ -141,11 +141,70 @@ pub struct StoredResponse {
     pub created_ms: i64,
 }
 
+/// A request's id, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RequestId {
+    /// Minted by this process for a request it serves: unique by construction.
+    Minted(MintedId),
+    /// Any other id (a test's, one read from elsewhere): a store checks that it was not recorded
+    /// before.
+    Given(String),
+}
+
+impl RequestId {
+    /// The id as text: a minted one as a lowercase hyphenated UUID.
+    pub fn text(&self) -> Cow<'_, str> {
+        match self {
+            RequestId::Minted(id) => Cow::Owned(id.to_string()),
+            RequestId::Given(text) => Cow::Borrowed(text),
+        }
+    }
+}
+
+/// A request id from this process's UUIDv7 generator: only [`MintedId::new`] makes one.
+///
+/// The generator keeps one counter for the whole process (uuid's shared `ContextV7`), so every
+/// id it makes is greater than the one before: no two are equal within a process. Two processes'
+/// ids are equal only if they share their millisecond and 73 bits drawn at random (a counter
+/// reseeded with 41 random bits every millisecond, and 32 random bits an id). That is what
+/// lets a store record a minted id without looking it up first, which is most of the cost of a
+/// charge in a store that must prove uniqueness with an index: a caller records each minted id
+/// once (the server's metering does: a request's record is made once, and logged again only
+/// when the store answered that the first was not recorded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MintedId(uuid::Uuid);
+
+impl MintedId {
+    /// A new id, greater than every id minted before it in this process.
+    #[allow(clippy::new_without_default, reason = "each call makes a different id")]
+    pub fn new() -> MintedId {
+        MintedId(uuid::Uuid::now_v7())
+    }
+
+    /// Its 16 bytes, as a store keeps a UUID.
+    pub fn bytes(&self) -> [u8; 16] {
+        self.0.into_bytes()
+    }
+
+    /// Its text, lowercase and hyphenated, without allocating.
+    pub fn hyphenated(&self) -> [u8; uuid::fmt::Hyphenated::LENGTH] {
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        self.0.hyphenated().encode_lower(&mut text);
+        text
+    }
+}
+
+impl std::fmt::Display for MintedId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
 /// One request to record: a charge when `cost > 0`, a log line either way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestRecord {
     /// Unique: a request is recorded, and charged, at most once.
-    pub request_id: String,
+    pub request_id: RequestId,
     pub account: AccountId,
     pub key: KeyId,
     pub at_ms: i64,

@@ -9,8 +9,8 @@ use xgate_model::sample::record;
 use xgate_model::{TweetId, TweetRecord, UserId};
 
 use crate::accounts::{
-    Account, AccountStore, AccountTerms, KeyId, KeySelector, NewKey, Recorded, RequestRecord,
-    StoredResponse,
+    Account, AccountStore, AccountTerms, KeyId, KeySelector, MintedId, NewKey, Recorded, RequestId,
+    RequestRecord, StoredResponse,
 };
 use crate::{Store, UpsertSummary};
 
@@ -365,7 +365,7 @@ fn request(
     cost: i64,
 ) -> RequestRecord {
     RequestRecord {
-        request_id: id.to_owned(),
+        request_id: RequestId::Given(id.to_owned()),
         account: account.id,
         key,
         at_ms: NOW_MS,
@@ -533,15 +533,16 @@ pub async fn large_batches_are_recorded_row_for_row_and_a_replayed_id_once(
             unreachable!("only charges were kept")
         };
         let written = (
-            &row.request_id,
+            row.request_id.as_str(),
             row.at_ms,
             row.endpoint.as_str(),
             row.status,
             (row.cost, row.paid, row.free),
             row.latency_us,
         );
+        let id = rec.request_id.text();
         let sent = (
-            &rec.request_id,
+            id.as_ref(),
             rec.at_ms,
             rec.endpoint.as_ref(),
             rec.status,
@@ -566,6 +567,30 @@ pub async fn large_batches_are_recorded_row_for_row_and_a_replayed_id_once(
     assert_eq!(store.record(second, "2026-11").await.unwrap(), expected);
     let log = store.usage(acct.id, 0, None, 1000).await.unwrap();
     assert_eq!(log.len(), kept.len() + 120);
+
+    // Ids this process minted are recorded like any other, and read back as their text.
+    let third: Vec<RequestRecord> = (0..40)
+        .map(|i| RequestRecord {
+            request_id: RequestId::Minted(MintedId::new()),
+            ..varied("m", i)
+        })
+        .collect();
+    let expected = books.outcomes(&third);
+    assert_eq!(
+        store.record(third.clone(), "2026-11").await.unwrap(),
+        expected
+    );
+    let minted: Vec<String> = third
+        .iter()
+        .zip(&expected)
+        .filter(|(_, o)| matches!(o, Recorded::Done { .. }))
+        .map(|(r, _)| r.request_id.text().into_owned())
+        .collect();
+    assert!(minted.len() > 20, "most of them fit the balance");
+    let log = store.usage(acct.id, 0, None, minted.len()).await.unwrap();
+    let logged: Vec<String> = log.into_iter().rev().map(|r| r.request_id).collect();
+    assert_eq!(logged, minted);
+
     let audit = store.audit(acct.id).await.unwrap();
     assert_eq!((audit.balance, audit.charged_failures), (books.balance, 0));
     assert!(audit.balanced());
@@ -576,7 +601,7 @@ pub async fn large_batches_are_recorded_row_for_row_and_a_replayed_id_once(
 struct Books {
     balance: i64,
     free_left: i64,
-    seen: HashSet<String>,
+    seen: HashSet<RequestId>,
 }
 
 impl Books {

@@ -19,7 +19,7 @@ use xgate_billing::prices::billed_endpoint;
 use xgate_billing::rate_limit::{Decision, Window};
 use xgate_billing::{Refusal, clock};
 use xgate_model::wire::LocItem;
-use xgate_store::accounts::{Recorded, RequestRecord, StoredResponse};
+use xgate_store::accounts::{MintedId, Recorded, RequestId as Id, RequestRecord, StoredResponse};
 
 use super::{Billing, Caller};
 use crate::AppState;
@@ -106,7 +106,7 @@ struct Meta<'a> {
 impl Meta<'_> {
     fn record(&self, status: StatusCode, cost: i64) -> RequestRecord {
         RequestRecord {
-            request_id: self.request_id.as_str().to_owned(),
+            request_id: Id::Minted(self.request_id.0),
             account: self.caller.auth.account_id,
             key: self.caller.auth.key_id,
             at_ms: clock::now_ms(),
@@ -308,25 +308,24 @@ async fn replay(
     Ok(meta.finish(response, 0, None).await)
 }
 
-/// A request's id: a UUIDv7 (time-ordered, so ledger rows append to the end of its index), kept
-/// as its text on the stack and copied out only where it is sent or recorded.
+/// A request's id: minted by this process (a UUIDv7, unique by construction, so the ledger
+/// records it without looking it up), with its text kept on the stack for the headers.
 #[derive(Clone, Copy)]
-struct RequestId([u8; uuid::fmt::Hyphenated::LENGTH]);
+struct RequestId(MintedId, [u8; uuid::fmt::Hyphenated::LENGTH]);
 
 impl RequestId {
     fn new() -> RequestId {
-        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
-        uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
-        RequestId(text)
+        let id = MintedId::new();
+        RequestId(id, id.hyphenated())
     }
 
     fn as_str(&self) -> &str {
-        // Always ASCII: encode_lower writes hex digits and hyphens.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        // Always ASCII: a hyphenated UUID is hex digits and hyphens.
+        std::str::from_utf8(&self.1).unwrap_or_default()
     }
 
     fn header(&self) -> HeaderValue {
-        HeaderValue::from_bytes(&self.0).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        HeaderValue::from_bytes(&self.1).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
 }
 
