@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use foldhash::{HashMap, HashMapExt};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use xgate_store::StoreError;
 use xgate_store::accounts::{Account, AccountId, AccountStore, Recorded, RequestRecord};
@@ -266,7 +267,17 @@ impl Reservation {
         };
         // From here the writer task releases the reservation, whatever happens to this future.
         self.held = false;
-        if self.meter.queue.send(Message::Job(job)).await.is_err() {
+        let sent = match self.meter.queue.try_send(Message::Job(job)) {
+            Ok(()) => true,
+            // The writer is `QUEUE` charges behind: wait for room. Boxed, so that the wait's
+            // state is not carried by every charge's future, which is allocated and moved per
+            // request.
+            Err(TrySendError::Full(message)) => {
+                Box::pin(self.meter.queue.send(message)).await.is_ok()
+            }
+            Err(TrySendError::Closed(_)) => false,
+        };
+        if !sent {
             self.meter.release(self.account, self.cost);
             return Err(StoreError::Unavailable("the meter has stopped".into()));
         }

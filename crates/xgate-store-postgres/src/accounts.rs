@@ -355,9 +355,10 @@ impl AccountStore for PostgresStore {
             .map_err(db_error)?;
         }
         for (rec, _, _) in &charged {
-            let Some((key, response)) = &rec.idempotency else {
+            let Some(kept) = &rec.idempotency else {
                 continue;
             };
+            let (key, response) = &**kept;
             let status = i32::from(response.status);
             tx.execute(
                 "INSERT INTO idempotency

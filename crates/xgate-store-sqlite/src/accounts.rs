@@ -235,7 +235,8 @@ impl Books {
     /// What goes with a request's ledger row: its response kept for its `Idempotency-Key`, and
     /// its key's last use.
     fn recorded(&mut self, tx: &Connection, rec: &RequestRecord) -> rusqlite::Result<()> {
-        if let Some((key, response)) = &rec.idempotency {
+        if let Some(kept) = &rec.idempotency {
+            let (key, response) = &**kept;
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO idempotency
                      (account_id, key, request_hash, status, body, request_id, created_ms)

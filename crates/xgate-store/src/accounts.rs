@@ -214,8 +214,10 @@ pub struct RequestRecord {
     /// Credits to charge; 0 for a request that is only logged.
     pub cost: i64,
     pub latency_us: i64,
-    /// Kept with the charge, for replays within 24 hours.
-    pub idempotency: Option<(String, StoredResponse)>,
+    /// Kept with the charge, for replays within 24 hours: its `Idempotency-Key` and the
+    /// response. Boxed, since few requests have one: a record moves through the charge's channel
+    /// and batch by value, and without it is half the size.
+    pub idempotency: Option<Box<(String, StoredResponse)>>,
 }
 
 /// How recording one request turned out.

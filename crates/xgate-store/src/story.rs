@@ -754,15 +754,15 @@ pub async fn idempotent_responses_are_kept_with_their_charge(store: &dyn Account
         created_ms: NOW_MS,
     };
     let mut charged = request("i1", &acct, key, 200, 1);
-    charged.idempotency = Some(("retry-1".into(), response.clone()));
+    charged.idempotency = Some(Box::new(("retry-1".into(), response.clone())));
     let mut refused = request("i2", &acct, key, 200, 1);
-    refused.idempotency = Some((
+    refused.idempotency = Some(Box::new((
         "retry-2".into(),
         StoredResponse {
             request_id: "i2".into(),
             ..response.clone()
         },
-    ));
+    )));
     store
         .record(vec![charged, refused], "2026-11")
         .await

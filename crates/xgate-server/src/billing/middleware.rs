@@ -21,7 +21,7 @@ use xgate_billing::{Refusal, clock};
 use xgate_model::wire::LocItem;
 use xgate_store::accounts::{MintedId, Recorded, RequestId as Id, RequestRecord, StoredResponse};
 
-use super::{Billing, Caller};
+use super::{Billing, Caller, InFlight};
 use crate::AppState;
 use crate::error::{ApiError, issue};
 
@@ -42,7 +42,7 @@ pub async fn meter(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     let started = Instant::now();
     let request_id = RequestId::new();
-    let caller = match billing.authenticate(req.headers()).await {
+    let caller = match billing.authenticate(req.headers(), started).await {
         Ok(caller) => caller,
         Err(e) => return with_request_id(e.into_response(), request_id),
     };
@@ -74,7 +74,7 @@ pub async fn free(State(state): State<AppState>, mut req: Request, next: Next) -
         return next.run(req).await;
     };
     let request_id = RequestId::new();
-    let caller = match billing.authenticate(req.headers()).await {
+    let caller = match billing.authenticate(req.headers(), Instant::now()).await {
         Ok(caller) => caller,
         Err(e) => return with_request_id(e.into_response(), request_id),
     };
@@ -164,24 +164,15 @@ async fn metered(meta: &mut Meta<'_>, req: Request, next: Next) -> Result<Respon
         }
     }
 
-    let idempotency_key = idempotency_key(req.headers())?;
-    let (req, idempotency) = match idempotency_key {
+    // A request with an `Idempotency-Key` (the few) takes a path of its own, boxed: what it keeps
+    // across its waits is then not part of every request's future, which is allocated and moved
+    // on each request.
+    let (req, idempotency) = match idempotency_key(req.headers())? {
         None => (req, None),
-        Some(key) => {
-            let (req, hash) = hash_request(req, meta.body_limit).await?;
-            let now = clock::now_ms();
-            let kept = billing
-                .accounts()
-                .idempotent_response(account, &key, now - IDEMPOTENCY_WINDOW_MS)
-                .await?;
-            if let Some(kept) = kept {
-                return replay(meta, kept, hash).await;
-            }
-            let guard = billing
-                .begin_idempotent(account, &key)
-                .ok_or(ApiError::IdempotencyInProgress)?;
-            (req, Some((key, hash, guard)))
-        }
+        Some(key) => match Box::pin(admit_idempotent(meta, req, key)).await? {
+            Admitted::Run(req, running) => (req, Some(running)),
+            Admitted::Replayed(response) => return Ok(response),
+        },
     };
 
     let cost = billing.prices().cost(&meta.endpoint);
@@ -207,20 +198,20 @@ async fn metered(meta: &mut Meta<'_>, req: Request, next: Next) -> Result<Respon
     let (parts, mut body) = response.into_parts();
     let mut record = meta.record(status, cost);
     if idempotency.is_some() || body.size_hint().exact().is_none() {
-        let bytes = to_bytes(body, usize::MAX)
+        let bytes = Box::pin(to_bytes(body, usize::MAX))
             .await
             .map_err(|e| ApiError::Internal(format!("reading a response body: {e}")))?;
-        if let Some((key, request_hash, _)) = &idempotency {
-            record.idempotency = Some((
-                key.clone(),
+        if let Some(running) = &idempotency {
+            record.idempotency = Some(Box::new((
+                running.key.clone(),
                 StoredResponse {
-                    request_hash: *request_hash,
+                    request_hash: running.request_hash,
                     status: status.as_u16(),
                     body: bytes.to_vec(),
                     request_id: meta.request_id.as_str().to_owned(),
                     created_ms: record.at_ms,
                 },
-            ));
+            )));
         }
         body = Body::from(bytes);
     }
@@ -238,6 +229,57 @@ async fn metered(meta: &mut Meta<'_>, req: Request, next: Next) -> Result<Respon
             meta.request_id.as_str()
         ))),
     }
+}
+
+/// A request holding an `Idempotency-Key`, past its replay check.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once, on the rare path of a request with an `Idempotency-Key`, and taken apart \
+              at once"
+)]
+enum Admitted<'a> {
+    /// First of its key: it runs, holding the key until it ends.
+    Run(Request, Running<'a>),
+    /// Answered before: the kept response, charged nothing.
+    Replayed(Response),
+}
+
+/// A running request's `Idempotency-Key` and the hash of what it asked.
+struct Running<'a> {
+    key: String,
+    request_hash: [u8; 32],
+    _in_flight: InFlight<'a>,
+}
+
+/// Replays the response kept for `key`, or lets the request run while nothing else with that key
+/// does (409 otherwise).
+async fn admit_idempotent<'a>(
+    meta: &Meta<'a>,
+    req: Request,
+    key: String,
+) -> Result<Admitted<'a>, ApiError> {
+    let billing = meta.billing;
+    let account = meta.caller.auth.account_id;
+    let (req, request_hash) = hash_request(req, meta.body_limit).await?;
+    let now = clock::now_ms();
+    let kept = billing
+        .accounts()
+        .idempotent_response(account, &key, now - IDEMPOTENCY_WINDOW_MS)
+        .await?;
+    if let Some(kept) = kept {
+        return Ok(Admitted::Replayed(replay(meta, kept, request_hash).await?));
+    }
+    let in_flight = billing
+        .begin_idempotent(account, &key)
+        .ok_or(ApiError::IdempotencyInProgress)?;
+    Ok(Admitted::Run(
+        req,
+        Running {
+            key,
+            request_hash,
+            _in_flight: in_flight,
+        },
+    ))
 }
 
 /// The `Idempotency-Key` header, if present and well formed.

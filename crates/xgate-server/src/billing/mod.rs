@@ -91,11 +91,17 @@ impl Billing {
     }
 
     /// The caller behind the request's key: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    /// `now` is when the request came (the caller has read the clock already): a remembered key
+    /// is trusted if it was read less than `KEY_TTL` before.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        now: Instant,
+    ) -> Result<Caller, ApiError> {
         let presented = presented_key(headers).ok_or(ApiError::MissingApiKey)?;
         let cached = lock(&self.keys)
             .get(presented)
-            .filter(|(_, at)| at.elapsed() < KEY_TTL)
+            .filter(|(_, at)| now.saturating_duration_since(*at) < KEY_TTL)
             .map(|(auth, _)| *auth);
         let auth = match cached {
             Some(auth) => auth,
@@ -107,7 +113,8 @@ impl Billing {
                 if keys.len() >= KEY_CACHE_MAX {
                     keys.clear();
                 }
-                keys.insert(presented.into(), (auth, Instant::now()));
+                // As read at `now`, before the lookup: if anything, it expires early.
+                keys.insert(presented.into(), (auth, now));
                 auth
             }
         };
@@ -130,7 +137,7 @@ impl Billing {
 }
 
 /// A running request holding an `Idempotency-Key`; the key is free again when it ends.
-struct InFlight<'a> {
+pub(crate) struct InFlight<'a> {
     billing: &'a Billing,
     entry: (AccountId, String),
 }

@@ -1,5 +1,7 @@
 //! `GET /v1/credits` and `GET /v1/usage`: a key holder's balance and request log, free of charge.
 
+use std::time::Instant;
+
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -24,7 +26,10 @@ impl FromRequestParts<AppState> for KeyHolder {
         // Checked already by the middleware in front of these routes, when it is there.
         match parts.extensions.get::<Caller>() {
             Some(caller) => Ok(KeyHolder(*caller)),
-            None => billing.authenticate(&parts.headers).await.map(KeyHolder),
+            None => billing
+                .authenticate(&parts.headers, Instant::now())
+                .await
+                .map(KeyHolder),
         }
     }
 }
