@@ -229,3 +229,52 @@ async fn a_top_up_elsewhere_is_seen_once_the_account_looks_empty() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(meter.reserve(account.id, 1).await.is_ok());
 }
+
+#[tokio::test]
+async fn charges_beyond_a_full_queue_wait_for_room_and_are_all_recorded() {
+    // More charges at once than the meter's queue holds (16 Ki): on this single-threaded runtime
+    // every task queues its charge before the writer runs again, so the last ones find the queue
+    // full and must wait for room rather than fail.
+    const CHARGES: usize = 17_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("q.db")).unwrap());
+    let now = clock::now_ms();
+    let account = store.ensure_account("acct", now).await.unwrap();
+    store
+        .add_credits(account.id, CHARGES as i64 + 5, "initial", now)
+        .await
+        .unwrap();
+    let key = store
+        .insert_key(
+            account.id,
+            NewKey {
+                hash: [3; 32],
+                prefix: "xg_live_q".into(),
+                label: None,
+            },
+            now,
+        )
+        .await
+        .unwrap()
+        .id;
+    let meter = Meter::start(store.clone());
+    let mut reservations = Vec::with_capacity(CHARGES);
+    for _ in 0..CHARGES {
+        reservations.push(meter.reserve(account.id, 1).await.unwrap());
+    }
+    let mut set = JoinSet::new();
+    for (n, reservation) in reservations.into_iter().enumerate() {
+        let record = record(&account, key, n, 200, 1);
+        set.spawn(reservation.settle(record));
+    }
+    let mut done = 0;
+    while let Some(outcome) = set.join_next().await {
+        assert!(matches!(outcome.unwrap(), Ok(Recorded::Done { .. })));
+        done += 1;
+    }
+    assert_eq!(done, CHARGES);
+    let audit = store.audit(account.id).await.unwrap();
+    assert_eq!((audit.balance, audit.paid), (5, CHARGES as i64));
+    assert!(audit.balanced(), "{audit:?}");
+    assert_eq!(meter.remaining(account.id).await.unwrap(), 5);
+}
