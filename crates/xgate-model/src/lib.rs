@@ -3,6 +3,7 @@
 
 pub mod examples;
 pub mod ids;
+mod outline;
 pub mod record;
 pub mod sample;
 pub mod time;

@@ -1,15 +1,19 @@
 //! A tweet checked against the contract's format and ready to store.
 //!
-//! Checking borrows from the text and skips over every value it does not need, so it costs one
-//! pass of the JSON parser; the text itself is what gets stored and served.
+//! Checking borrows from the text and skips over every value it does not need, so it costs a
+//! quick scan of the text (`outline`) and one pass of the JSON parser; the text itself is what
+//! gets stored and served.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny};
 use serde_json::value::RawValue;
 
 use crate::ids::{TweetId, UserId};
+use crate::outline::outline;
 
 /// A tweet in the contract's format, with the columns storage indexes pulled out of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +25,7 @@ pub struct TweetRecord {
     /// The tweet object as delivered, one JSON object.
     pub json: String,
     /// Where the author object (`user` of the tweet) lies in `json`; see [`TweetRecord::user_json`].
-    pub user_span: std::ops::Range<usize>,
+    pub user_span: Range<usize>,
     /// The author's handle, when the tweet carries one.
     pub username: Option<String>,
 }
@@ -33,44 +37,8 @@ impl TweetRecord {
     }
 }
 
-fn is_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\n' | b'\r' | b'\t')
-}
-
-/// Whether whitespace stands between tokens anywhere. Jumps from quote to quote (most of a tweet
-/// is strings, where spaces belong), so a compact tweet costs a fast scan, not a byte loop.
-fn has_layout(bytes: &[u8]) -> bool {
-    let mut at = 0;
-    loop {
-        let quote = memchr::memchr(b'"', &bytes[at..]).map_or(bytes.len(), |p| at + p);
-        if bytes[at..quote].iter().any(|&b| is_space(b)) {
-            return true;
-        }
-        at = quote + 1;
-        // Inside a string: to its closing quote, stepping over escapes.
-        loop {
-            if at >= bytes.len() {
-                return false;
-            }
-            match memchr::memchr2(b'"', b'\\', &bytes[at..]) {
-                None => return false,
-                Some(p) if bytes[at + p] == b'\\' => at += p + 2,
-                Some(p) => {
-                    at += p + 1;
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// `text` without the whitespace between JSON tokens. Strings are copied as they are; the text is
-/// borrowed when there is nothing to drop.
-fn compact(text: &str) -> std::borrow::Cow<'_, str> {
-    let needs = has_layout(text.as_bytes());
-    if !needs {
-        return std::borrow::Cow::Borrowed(text);
-    }
+/// `text` without the whitespace between JSON tokens. Strings are copied as they are.
+fn compacted(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let (mut in_string, mut escaped) = (false, false);
     for c in text.chars() {
@@ -87,11 +55,11 @@ fn compact(text: &str) -> std::borrow::Cow<'_, str> {
             out.push(c);
         }
     }
-    std::borrow::Cow::Owned(out)
+    out
 }
 
 /// The position of `part`, a slice borrowed from `whole`, within it.
-fn span_of(whole: &str, part: &str) -> std::ops::Range<usize> {
+fn span_of(whole: &str, part: &str) -> Range<usize> {
     let start = part.as_ptr() as usize - whole.as_ptr() as usize;
     start..start + part.len()
 }
@@ -107,15 +75,32 @@ impl TweetRecord {
     /// Whitespace between tokens is dropped (a pretty-printed tweet is stored compact); everything
     /// else, numbers and escapes included, is kept to the byte.
     pub fn from_json(text: &str) -> Result<Self, RecordError> {
-        let compact = compact(text.trim());
-        let text = compact.as_ref();
+        let text = text.trim();
         if !text.starts_with('{') {
             return Err(RecordError("a tweet is a JSON object".into()));
         }
+        let mut found = outline(text.as_bytes());
+        let json = if found.layout {
+            let json = compacted(text);
+            found = outline(json.as_bytes());
+            Cow::Owned(json)
+        } else {
+            Cow::Borrowed(text)
+        };
         let shape: TweetShape<'_> =
-            serde_json::from_str(text).map_err(|e| RecordError(e.to_string()))?;
-        let author: UserShape<'_> = serde_json::from_str(shape.user.get())
-            .map_err(|e| RecordError(format!("user: {e}")))?;
+            serde_json::from_str(&json).map_err(|e| RecordError(e.to_string()))?;
+        let user_span = match found.user {
+            Some(span) => span,
+            // A key the scan does not see, such as `"\u0075ser"`: the parser finds the value.
+            None => {
+                let field: UserField<'_> =
+                    serde_json::from_str(&json).map_err(|e| RecordError(e.to_string()))?;
+                span_of(&json, field.user.get())
+            }
+        };
+        if !json[user_span.clone()].starts_with('{') {
+            return Err(RecordError("user: an author is a JSON object".into()));
+        }
         let listed_urls = shape.media_url.is_some_and(|urls| urls.0 > 0);
         let entities = shape
             .extended_entities
@@ -123,11 +108,11 @@ impl TweetRecord {
             .is_some_and(|media| media.0 > 0);
         Ok(TweetRecord {
             tweet_id: shape.tweet_id.0,
-            user_id: author.user_id.0,
+            user_id: shape.user.user_id.0,
             has_media: listed_urls || entities,
-            json: compact.clone().into_owned(),
-            user_span: span_of(text, shape.user.get()),
-            username: author.username.map(str::to_owned),
+            username: shape.user.username.map(Cow::into_owned),
+            json: json.into_owned(),
+            user_span,
         })
     }
 }
@@ -146,7 +131,7 @@ struct TweetShape<'a> {
     #[serde(rename = "video_url")]
     _video_url: IgnoredAny,
     #[serde(borrow)]
-    user: &'a RawValue,
+    user: UserShape<'a>,
     #[serde(rename = "timestamp")]
     _timestamp: i64,
     #[serde(deserialize_with = "nullable")]
@@ -163,7 +148,14 @@ struct Entities {
 struct UserShape<'a> {
     user_id: UserIdText,
     #[serde(default, borrow)]
-    username: Option<&'a str>,
+    username: Option<Cow<'a, str>>,
+}
+
+/// The author object alone, where [`outline`] did not find it.
+#[derive(Deserialize)]
+struct UserField<'a> {
+    #[serde(borrow)]
+    user: &'a RawValue,
 }
 
 /// A field that must be present, though it may be `null`. (With `deserialize_with`, serde
@@ -351,14 +343,35 @@ mod tests {
             Just(serde_json::Value::Null),
             any::<bool>().prop_map(serde_json::Value::from),
             any::<i64>().prop_map(serde_json::Value::from),
-            "[ -~\\t\\n\"\\\\é]{0,12}".prop_map(serde_json::Value::from),
+            "user|[ -~\\t\\n\"\\\\é]{0,12}".prop_map(serde_json::Value::from),
         ];
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
-                prop::collection::btree_map("[ a-z\"]{0,6}", inner, 0..4)
+                prop::collection::btree_map("user|[ a-z\"]{0,6}", inner, 0..4)
                     .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
             ]
+        })
+    }
+
+    /// An object with the top-level key `user` (an object) among others, which may hold `user`
+    /// keys and values of their own deeper down.
+    fn tweet_like() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let user = prop::collection::btree_map("user|[ a-z\"]{0,6}", json_value(), 0..4);
+        let others = prop::collection::btree_map("users?|[ a-z\"]{0,6}", json_value(), 0..6);
+        (user, others, any::<bool>()).prop_map(|(user, others, user_first)| {
+            let user = (
+                "user".to_owned(),
+                serde_json::Value::Object(user.into_iter().collect()),
+            );
+            let others = others.into_iter().filter(|(k, _)| k != "user");
+            let entries: Vec<_> = if user_first {
+                std::iter::once(user).chain(others).collect()
+            } else {
+                others.chain(std::iter::once(user)).collect()
+            };
+            serde_json::Value::Object(entries.into_iter().collect())
         })
     }
 
@@ -367,10 +380,48 @@ mod tests {
         fn compacting_drops_layout_and_nothing_else(value in json_value()) {
             let compact_text = serde_json::to_string(&value).unwrap();
             let pretty = serde_json::to_string_pretty(&value).unwrap();
-            proptest::prop_assert!(!has_layout(compact_text.as_bytes()));
-            let compacted = compact(&pretty).into_owned();
-            proptest::prop_assert_eq!(compacted, compact_text);
+            proptest::prop_assert!(!outline(compact_text.as_bytes()).layout);
+            proptest::prop_assert_eq!(compacted(&pretty), compact_text);
         }
+
+        #[test]
+        fn the_scan_finds_the_author_where_the_parser_does(value in tweet_like()) {
+            for text in [
+                serde_json::to_string(&value).unwrap(),
+                serde_json::to_string_pretty(&value).unwrap(),
+            ] {
+                let field: UserField<'_> = serde_json::from_str(&text).unwrap();
+                let found = outline(text.as_bytes());
+                proptest::prop_assert_eq!(found.user, Some(span_of(&text, field.user.get())));
+            }
+        }
+
+        #[test]
+        fn the_scan_finds_no_author_where_there_is_none(value in json_value()) {
+            let text = serde_json::to_string(&serde_json::json!({"x": value})).unwrap();
+            proptest::prop_assert_eq!(outline(text.as_bytes()).user, None);
+        }
+    }
+
+    #[test]
+    fn an_author_under_an_escaped_key_is_found_by_the_parser() {
+        let line = SEED.lines().next().unwrap();
+        let escaped = line.replacen("\"user\":", "\"\\u0075ser\":", 1);
+        assert_ne!(escaped, line);
+        let rec = TweetRecord::from_json(&escaped).unwrap();
+        let user: serde_json::Value = serde_json::from_str(rec.user_json()).unwrap();
+        assert_eq!(user["username"], "omarmhaimdat");
+        assert_eq!(rec.user_id, UserId(96479162));
+    }
+
+    #[test]
+    fn an_author_is_an_object() {
+        let mut tweet = seed_line();
+        tweet["user"] = serde_json::json!(["96479162", "omarmhaimdat"]);
+        let err = check(&tweet).unwrap_err().to_string();
+        assert!(err.contains("user"), "{err}");
+        tweet["user"] = serde_json::json!("96479162");
+        assert!(check(&tweet).is_err());
     }
 
     #[test]
