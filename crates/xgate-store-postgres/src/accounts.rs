@@ -305,7 +305,9 @@ impl AccountStore for PostgresStore {
         let mut seen: HashSet<&str> = HashSet::new();
         let mut last_used: HashMap<KeyId, i64> = HashMap::new();
         for (rec, &id) in batch.iter().zip(&request_ids) {
-            if known.contains(id) || !seen.insert(id) {
+            // Recorded before, or charged earlier in this batch. A refused request's id stays
+            // unused: the same id again is refused or charged on its own merits.
+            if known.contains(id) || seen.contains(id) {
                 outcomes.push(Recorded::Duplicate);
                 continue;
             }
@@ -319,6 +321,7 @@ impl AccountStore for PostgresStore {
                     continue;
                 }
             };
+            seen.insert(id);
             outcomes.push(account.apply(split, month));
             charged.push((rec, split.paid, split.free));
             let used = last_used.entry(rec.key).or_insert(rec.at_ms);

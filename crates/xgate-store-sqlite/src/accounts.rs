@@ -81,8 +81,9 @@ fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
 /// instructions and 4–5 of a commit's 10 WAL frames (docs/BENCHMARKS.md). Every other id is
 /// claimed there. The batch is first written as if every such id in it were new, claimed in a
 /// few multi-row `INSERT`s; an id that `ON CONFLICT` skipped (recorded before, or twice in the
-/// batch) rolls that attempt back, and the batch is written again a request at a time, so the
-/// duplicate is found and charged nothing.
+/// batch), or a refused request with an id of its own (a retry of one recorded before is a
+/// duplicate, not a refusal), rolls that attempt back, and the batch is written again a request
+/// at a time, so the duplicate is found and charged nothing.
 fn record_batch(
     conn: &mut Connection,
     batch: &[RequestRecord],
@@ -112,6 +113,9 @@ fn record_new(
                 outcomes.push(account.apply(split, month));
                 rows.push((rec, split, ledger_id(&rec.request_id)));
             }
+            // A refused request with an id of its own may be a retry of one recorded before,
+            // which is a duplicate rather than a refusal: the row-by-row pass tells.
+            Err(_) if matches!(rec.request_id, Id::Given(_)) => return Ok(None),
             Err(refused) => outcomes.push(refused),
         }
     }
@@ -145,6 +149,14 @@ fn record_row_by_row(
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut rows = Vec::with_capacity(batch.len());
     for rec in batch {
+        // A request recorded before is a duplicate whatever its account holds now; an id is
+        // claimed only once its charge is certain, so a refused request can come back.
+        let id = ledger_id(&rec.request_id);
+        let given = matches!(rec.request_id, Id::Given(_));
+        if given && ledger::is_claimed(&tx, &id)? {
+            outcomes.push(Recorded::Duplicate);
+            continue;
+        }
         let account = books.account(&tx, rec.account)?;
         let split = match account.split(rec.cost, month) {
             Ok(split) => split,
@@ -153,10 +165,8 @@ fn record_row_by_row(
                 continue;
             }
         };
-        let id = ledger_id(&rec.request_id);
-        if matches!(rec.request_id, Id::Given(_)) && ledger::claim_ids(&tx, &[id])? == 0 {
-            outcomes.push(Recorded::Duplicate);
-            continue;
+        if given {
+            ledger::claim_ids(&tx, &[id])?;
         }
         outcomes.push(account.apply(split, month));
         books.recorded(&tx, rec)?;

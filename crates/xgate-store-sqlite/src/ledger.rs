@@ -295,6 +295,12 @@ fn claim_sql(rows: usize) -> String {
 static CLAIM_SQL: std::sync::LazyLock<[String; CLAIM_ROWS.len()]> =
     std::sync::LazyLock::new(|| CLAIM_ROWS.map(claim_sql));
 
+/// Whether `id` is taken already.
+pub(crate) fn is_claimed(conn: &Connection, id: &RequestId<'_>) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM request_ids WHERE id = ?1")?
+        .exists([id])
+}
+
 /// Records `ids` as taken; returns how many were new (fewer than `ids.len()` when one was
 /// recorded before, or appears twice).
 pub(crate) fn claim_ids(conn: &Connection, ids: &[RequestId<'_>]) -> rusqlite::Result<usize> {

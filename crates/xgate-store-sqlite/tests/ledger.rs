@@ -51,18 +51,18 @@ struct Model {
 }
 
 impl Model {
-    /// A charge the account cannot cover is refused before its id is looked at, as this store
-    /// has always done; a refused request's id stays unused.
+    /// A request id recorded before is a duplicate, whatever the account holds; otherwise a
+    /// charge the account cannot cover is refused, and a refused request's id stays unused.
     fn record(&mut self, account: usize, rec: &RequestRecord) -> Recorded {
+        let id = rec.request_id.text().into_owned();
+        if self.seen.contains(&id) {
+            return Recorded::Duplicate;
+        }
         if rec.cost > self.balance[account] {
             return Recorded::Insufficient {
                 balance: self.balance[account],
                 free_left: 0,
             };
-        }
-        let id = rec.request_id.text().into_owned();
-        if self.seen.contains(&id) {
-            return Recorded::Duplicate;
         }
         self.seen.insert(id.clone());
         self.balance[account] -= rec.cost;

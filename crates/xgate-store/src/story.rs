@@ -42,6 +42,7 @@ macro_rules! story_tests {
             ping_answers,
             accounts_are_created_once,
             charges_keep_the_books,
+            a_recorded_request_is_a_duplicate_even_when_the_account_cannot_pay,
             large_batches_are_recorded_row_for_row_and_a_replayed_id_once,
             the_free_allowance_is_spent_first_and_renews_monthly,
             keys_are_found_by_hash_and_revoked_once,
@@ -471,6 +472,58 @@ pub async fn charges_keep_the_books(store: &dyn AccountStore) {
         .unwrap();
     assert!(store.audit(acct.id).await.unwrap().balanced());
     assert_eq!(store.account(acct.id).await.unwrap().unwrap().balance, 10);
+}
+
+/// A request id recorded before is answered `Duplicate` whatever the account holds now: a retry
+/// of a charged request is never refused for want of credits it already paid.
+pub async fn a_recorded_request_is_a_duplicate_even_when_the_account_cannot_pay(
+    store: &dyn AccountStore,
+) {
+    let (acct, key) = account_with_key(store, "acme", 1).await;
+    let acct = store.add_credits(acct.id, 1, "test", NOW_MS).await.unwrap();
+    let first = store
+        .record(vec![request("r1", &acct, key, 200, 1)], "2026-11")
+        .await
+        .unwrap();
+    assert!(
+        matches!(first[..], [Recorded::Done { balance: 0, .. }]),
+        "{first:?}"
+    );
+    // Alone, and in a batch beside charges the account cannot cover: the refused r2, twice,
+    // stays unused, so its second request is refused too rather than taken for a duplicate.
+    let refused = Recorded::Insufficient {
+        balance: 0,
+        free_left: 0,
+    };
+    for (batch, expected) in [
+        (vec!["r1"], vec![Recorded::Duplicate]),
+        (
+            vec!["r2", "r1", "r2"],
+            vec![refused, Recorded::Duplicate, refused],
+        ),
+    ] {
+        let batch = batch
+            .into_iter()
+            .map(|id| request(id, &acct, key, 200, 1))
+            .collect();
+        assert_eq!(store.record(batch, "2026-11").await.unwrap(), expected);
+    }
+    // Nothing refused was recorded: with credits, r2 is charged once.
+    store
+        .add_credits(acct.id, 1, "top-up", NOW_MS)
+        .await
+        .unwrap();
+    let later = store
+        .record(vec![request("r2", &acct, key, 200, 1)], "2026-11")
+        .await
+        .unwrap();
+    assert!(
+        matches!(later[..], [Recorded::Done { balance: 0, .. }]),
+        "{later:?}"
+    );
+    let audit = store.audit(acct.id).await.unwrap();
+    assert_eq!((audit.paid, audit.balance), (2, 0));
+    assert!(audit.balanced());
 }
 
 /// Batches longer than any one statement a backend writes them with (SQLite: 64 rows), with free
