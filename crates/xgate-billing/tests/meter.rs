@@ -167,29 +167,28 @@ proptest! {
     }
 }
 
+/// An account holding `credits`, and a key of it whose hash is `key_byte` repeated.
+async fn account_with_key(store: &SqliteStore, credits: i64, key_byte: u8) -> (Account, KeyId) {
+    let now = clock::now_ms();
+    let account = store.ensure_account("acct", now).await.unwrap();
+    store
+        .add_credits(account.id, credits, "initial", now)
+        .await
+        .unwrap();
+    let key = NewKey {
+        hash: [key_byte; 32],
+        prefix: format!("xg_live_{key_byte}"),
+        label: None,
+    };
+    let key = store.insert_key(account.id, key, now).await.unwrap().id;
+    (account, key)
+}
+
 #[tokio::test]
 async fn concurrent_requests_never_overdraw() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("c.db")).unwrap());
-    let now = clock::now_ms();
-    let account = store.ensure_account("acct", now).await.unwrap();
-    store
-        .add_credits(account.id, 25, "initial", now)
-        .await
-        .unwrap();
-    let key = store
-        .insert_key(
-            account.id,
-            NewKey {
-                hash: [2; 32],
-                prefix: "xg_live_c".into(),
-                label: None,
-            },
-            now,
-        )
-        .await
-        .unwrap()
-        .id;
+    let (account, key) = account_with_key(&store, 25, 2).await;
     let meter = Meter::start(store.clone());
     let mut set = JoinSet::new();
     for n in 0..200 {
@@ -238,25 +237,7 @@ async fn charges_beyond_a_full_queue_wait_for_room_and_are_all_recorded() {
     const CHARGES: usize = 17_000;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("q.db")).unwrap());
-    let now = clock::now_ms();
-    let account = store.ensure_account("acct", now).await.unwrap();
-    store
-        .add_credits(account.id, CHARGES as i64 + 5, "initial", now)
-        .await
-        .unwrap();
-    let key = store
-        .insert_key(
-            account.id,
-            NewKey {
-                hash: [3; 32],
-                prefix: "xg_live_q".into(),
-                label: None,
-            },
-            now,
-        )
-        .await
-        .unwrap()
-        .id;
+    let (account, key) = account_with_key(&store, CHARGES as i64 + 5, 3).await;
     let meter = Meter::start(store.clone());
     let mut reservations = Vec::with_capacity(CHARGES);
     for _ in 0..CHARGES {
