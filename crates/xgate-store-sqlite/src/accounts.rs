@@ -462,7 +462,7 @@ impl AccountStore for SqliteStore {
 
     async fn record(&self, batch: Vec<RequestRecord>, month: &str) -> StoreResult<Vec<Recorded>> {
         let month = month.to_owned();
-        self.write(move |conn| record_batch(conn, &batch, &month))
+        self.write_here(move |conn| record_batch(conn, &batch, &month))
             .await
     }
 

@@ -15,6 +15,7 @@ mod changes;
 mod ledger;
 mod migrations;
 mod transfer;
+mod wal_sync;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -110,6 +111,9 @@ pub struct SqliteStore {
     changes: Arc<changes::Changes>,
     /// What all readers' page caches of the tweets file add up to, in KiB.
     read_cache_kib: i64,
+    /// Syncs the ledger's log after the writer's commits, for a store whose commits are synced
+    /// (the writer's ledger is then `synchronous=NORMAL`: see [`wal_sync`]).
+    ledger_sync: Option<wal_sync::WalSync>,
 }
 
 impl Drop for SqliteStore {
@@ -273,6 +277,14 @@ impl SqliteStore {
                 Err(e) => return Err(open_error(&path, e)),
             }
         };
+        let ledger_sync = match durability {
+            Durability::Synced => {
+                let sync =
+                    wal_sync::WalSync::start(&writer, ledger).map_err(|e| open_error(&path, e))?;
+                Some(sync)
+            }
+            Durability::Relaxed | Durability::Unprotected => None,
+        };
         Ok(SqliteStore {
             path,
             file,
@@ -282,6 +294,7 @@ impl SqliteStore {
             new_file: Mutex::new(None),
             changes: Arc::default(),
             read_cache_kib: kib(READ_CACHE_BYTES),
+            ledger_sync,
         })
     }
 
@@ -343,13 +356,52 @@ impl SqliteStore {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> StoreResult<T> {
         let writer = Arc::clone(&self.writer);
-        tokio::task::spawn_blocking(move || f(&mut lock(&writer)).map_err(store_error))
+        let out = tokio::task::spawn_blocking(move || f(&mut lock(&writer)).map_err(store_error))
             .await
-            .map_err(|e| StoreError::Backend(format!("store writer task failed: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("store writer task failed: {e}")))??;
+        // Whatever `f` wrote to the ledger is on disk before this returns.
+        if let Some(sync) = &self.ledger_sync {
+            sync.synced().await?;
+        }
+        Ok(out)
+    }
+
+    /// [`SqliteStore::write`] for a commit of charges: `f` runs on this thread if the writer is
+    /// free (a commit of charges without its sync is a few hundred microseconds of work, less than
+    /// handing it to another thread and back costs), on the blocking pool otherwise.
+    pub(crate) async fn write_here<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let Some(sync) = &self.ledger_sync else {
+            return self.write(f).await;
+        };
+        match self.try_write_here(f) {
+            Ok(out) => {
+                let out = out?;
+                sync.synced().await?;
+                Ok(out)
+            }
+            Err(f) => self.write(f).await,
+        }
+    }
+
+    /// Runs `f` on the writer connection on this thread, unless another thread holds it: then
+    /// `f` comes back.
+    fn try_write_here<T, F: FnOnce(&mut Connection) -> rusqlite::Result<T>>(
+        &self,
+        f: F,
+    ) -> Result<StoreResult<T>, F> {
+        let mut conn = match self.writer.try_lock() {
+            Ok(conn) => conn,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(f),
+        };
+        Ok(f(&mut conn).map_err(store_error))
     }
 }
 
-const MAIN: &str = "main";
+pub(crate) const MAIN: &str = "main";
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 64;
 /// The schema name the ledger file is attached under.
