@@ -92,7 +92,17 @@ impl WalSync {
             .name("xgate-ledger-sync".into())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || run(&shared, &wal, &checkpointer)
+                move || {
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run(&shared, &wal, &checkpointer);
+                    }));
+                    if ran.is_err() {
+                        // Nothing would answer the commits waiting: they fail instead.
+                        shared.synced.send_modify(|s| {
+                            s.failed = Some("the ledger's sync thread panicked".into());
+                        });
+                    }
+                }
             })?;
         Ok(WalSync {
             shared,
