@@ -25,7 +25,8 @@ const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 /// Remembered keys (valid or not) before the cache starts over.
 const KEY_CACHE_MAX: usize = 100_000;
 
-/// What a key hash resolved to (`None`: no such key), and when it was read.
+/// What a key resolved to (`None`: no such key), and until when that is trusted (`KEY_TTL` after
+/// it was read: a comparison on every request rather than a subtraction).
 type CachedKey = (Option<KeyAuth>, Instant);
 
 /// What an operator sets.
@@ -101,7 +102,7 @@ impl Billing {
         let presented = presented_key(headers).ok_or(ApiError::MissingApiKey)?;
         let cached = lock(&self.keys)
             .get(presented)
-            .filter(|(_, at)| now.saturating_duration_since(*at) < KEY_TTL)
+            .filter(|(_, until)| now < *until)
             .map(|(auth, _)| *auth);
         let auth = match cached {
             Some(auth) => auth,
@@ -114,7 +115,8 @@ impl Billing {
                     keys.clear();
                 }
                 // As read at `now`, before the lookup: if anything, it expires early.
-                keys.insert(presented.into(), (auth, now));
+                let until = now.checked_add(KEY_TTL).unwrap_or(now);
+                keys.insert(presented.into(), (auth, until));
                 auth
             }
         };
