@@ -21,7 +21,7 @@ use xgate_billing::{Refusal, clock};
 use xgate_model::wire::LocItem;
 use xgate_store::accounts::{MintedId, Recorded, RequestId as Id, RequestRecord, StoredResponse};
 
-use super::{Billing, Caller, InFlight};
+use super::{Billing, BillingHeaders, Caller, IDEMPOTENCY_KEY, InFlight};
 use crate::AppState;
 use crate::error::{ApiError, issue};
 
@@ -30,7 +30,6 @@ const CREDITS_COST: HeaderName = HeaderName::from_static("x-credits-cost");
 const CREDITS_REMAINING: HeaderName = HeaderName::from_static("x-credits-remaining");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 /// How long a response is replayed for its `Idempotency-Key`.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -42,10 +41,13 @@ pub async fn meter(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     let started = Instant::now();
     let request_id = RequestId::new();
-    let caller = match billing.authenticate(req.headers(), started).await {
+    let found = BillingHeaders::find(req.headers());
+    let caller = match billing.authenticate_found(&found, started).await {
         Ok(caller) => caller,
         Err(e) => return with_request_id(e.into_response(), request_id),
     };
+    // Read here, with the key, and answered after the rate limit (a malformed one is a 422 then).
+    let idempotency = idempotency_key(found.idempotency_key);
     let mut meta = Meta {
         billing,
         body_limit: state.config().body_limit,
@@ -55,7 +57,7 @@ pub async fn meter(State(state): State<AppState>, req: Request, next: Next) -> R
         started,
         window: None,
     };
-    match metered(&mut meta, req, next).await {
+    match metered(&mut meta, req, idempotency, next).await {
         Ok(done) => done,
         Err(e) => {
             let status = e.status();
@@ -145,7 +147,13 @@ impl Meta<'_> {
     }
 }
 
-async fn metered(meta: &mut Meta<'_>, req: Request, next: Next) -> Result<Response, ApiError> {
+/// `idempotency`: the request's `Idempotency-Key` header, as [`idempotency_key`] read it.
+async fn metered(
+    meta: &mut Meta<'_>,
+    req: Request,
+    idempotency: Result<Option<String>, ApiError>,
+    next: Next,
+) -> Result<Response, ApiError> {
     let billing = meta.billing;
     let account = meta.caller.auth.account_id;
     match billing
@@ -167,7 +175,7 @@ async fn metered(meta: &mut Meta<'_>, req: Request, next: Next) -> Result<Respon
     // A request with an `Idempotency-Key` (the few) takes a path of its own, boxed: what it keeps
     // across its waits is then not part of every request's future, which is allocated and moved
     // on each request.
-    let (req, idempotency) = match idempotency_key(req.headers())? {
+    let (req, idempotency) = match idempotency? {
         None => (req, None),
         Some(key) => match Box::pin(admit_idempotent(meta, req, key)).await? {
             Admitted::Run(req, running) => (req, Some(running)),
@@ -282,9 +290,9 @@ async fn admit_idempotent<'a>(
     ))
 }
 
-/// The `Idempotency-Key` header, if present and well formed.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+/// The `Idempotency-Key` header's key, if the header is present and well formed.
+fn idempotency_key(header: Option<&HeaderValue>) -> Result<Option<String>, ApiError> {
+    let Some(value) = header else {
         return Ok(None);
     };
     match value.to_str() {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, HeaderName};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use xgate_billing::{Meter, Prices, RateLimits, keys};
 use xgate_store::accounts::{AccountId, AccountStore, KeyAuth};
 
@@ -22,6 +22,7 @@ use crate::error::ApiError;
 /// server within this, plus one lookup.
 const KEY_TTL: Duration = Duration::from_millis(900);
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+pub(crate) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Remembered keys (valid or not) before the cache starts over.
 const KEY_CACHE_MAX: usize = 100_000;
 
@@ -99,7 +100,17 @@ impl Billing {
         headers: &HeaderMap,
         now: Instant,
     ) -> Result<Caller, ApiError> {
-        let presented = presented_key(headers).ok_or(ApiError::MissingApiKey)?;
+        self.authenticate_found(&BillingHeaders::find(headers), now)
+            .await
+    }
+
+    /// [`Billing::authenticate`], with the request's billing headers found already.
+    pub(crate) async fn authenticate_found(
+        &self,
+        found: &BillingHeaders<'_>,
+        now: Instant,
+    ) -> Result<Caller, ApiError> {
+        let presented = found.presented_key().ok_or(ApiError::MissingApiKey)?;
         let cached = lock(&self.keys)
             .get(presented)
             .filter(|(_, until)| now < *until)
@@ -150,25 +161,56 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers.get(AUTHORIZATION).map(|value| {
-        // A credential in another scheme, or not text, is a wrong key rather than no key.
-        value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().split_once(' '))
-            .and_then(|(scheme, key)| scheme.eq_ignore_ascii_case("bearer").then(|| key.trim()))
-            .unwrap_or("")
-    });
-    let api_key = headers
-        .get(X_API_KEY)
-        .map(|v| v.to_str().map(str::trim).unwrap_or(""));
-    match (bearer, api_key) {
-        // Two different credentials: neither is trusted.
-        (Some(a), Some(b)) if a != b => Some(""),
-        (Some(key), _) => Some(key),
-        (None, Some(key)) => Some(key).filter(|k| !k.is_empty()),
-        (None, None) => None,
+/// The request headers billing reads, found in one pass over the request's headers: the few
+/// names a request carries are compared (most of them standard names, told apart at once), where a
+/// lookup would hash each of the two names that are not standard ones byte by byte. Each is the
+/// header's first value, as `HeaderMap::get` gives it.
+#[derive(Default)]
+pub(crate) struct BillingHeaders<'a> {
+    authorization: Option<&'a HeaderValue>,
+    api_key: Option<&'a HeaderValue>,
+    pub idempotency_key: Option<&'a HeaderValue>,
+}
+
+impl<'a> BillingHeaders<'a> {
+    pub fn find(headers: &'a HeaderMap) -> Self {
+        let mut found = BillingHeaders::default();
+        for (name, value) in headers {
+            let slot = if *name == AUTHORIZATION {
+                &mut found.authorization
+            } else if *name == X_API_KEY {
+                &mut found.api_key
+            } else if *name == IDEMPOTENCY_KEY {
+                &mut found.idempotency_key
+            } else {
+                continue;
+            };
+            slot.get_or_insert(value);
+        }
+        found
+    }
+
+    /// The key presented: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+    fn presented_key(&self) -> Option<&'a str> {
+        let bearer = self.authorization.map(|value| {
+            // A credential in another scheme, or not text, is a wrong key rather than no key.
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().split_once(' '))
+                .and_then(|(scheme, key)| scheme.eq_ignore_ascii_case("bearer").then(|| key.trim()))
+                .unwrap_or("")
+        });
+        let api_key = self
+            .api_key
+            .map(|v| v.to_str().map(str::trim).unwrap_or(""));
+        match (bearer, api_key) {
+            // Two different credentials: neither is trusted.
+            (Some(a), Some(b)) if a != b => Some(""),
+            (Some(key), _) => Some(key),
+            (None, Some(key)) => Some(key).filter(|k| !k.is_empty()),
+            (None, None) => None,
+        }
     }
 }
 
@@ -176,9 +218,37 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 mod tests {
     use std::sync::Arc;
 
+    use proptest::prelude::*;
     use xgate_store_sqlite::SqliteStore;
 
     use super::*;
+
+    proptest! {
+        /// Whatever headers a request carries, in any order and repeated, the one pass finds what
+        /// a lookup of each name would: its first value.
+        #[test]
+        fn billing_headers_are_each_names_first_value(
+            fields in prop::collection::vec(
+                (
+                    prop::sample::select(vec![
+                        "authorization", "x-api-key", "idempotency-key", "host",
+                        "content-type", "x-api-keys", "x-request-id",
+                    ]),
+                    "[a-z0-9 ]{0,12}",
+                ),
+                0..12,
+            )
+        ) {
+            let mut headers = HeaderMap::new();
+            for (name, value) in &fields {
+                headers.append(*name, HeaderValue::from_str(value).unwrap());
+            }
+            let found = BillingHeaders::find(&headers);
+            prop_assert_eq!(found.authorization, headers.get(AUTHORIZATION));
+            prop_assert_eq!(found.api_key, headers.get(X_API_KEY));
+            prop_assert_eq!(found.idempotency_key, headers.get(IDEMPOTENCY_KEY));
+        }
+    }
 
     #[tokio::test]
     async fn an_idempotency_key_in_use_is_refused_without_blocking_and_freed_after() {
