@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -164,7 +165,6 @@ impl AppState {
     }
 }
 
-/// The whole HTTP API.
 /// The API reference page: it renders `/openapi.json` in the browser, with nothing fetched from
 /// elsewhere.
 const DOCS_PAGE: &str = include_str!("docs.html");
@@ -184,6 +184,12 @@ fn html(page: &'static str) -> impl IntoResponse {
     ([(CONTENT_TYPE, "text/html; charset=utf-8")], page)
 }
 
+/// The answer to a method a path does not take.
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().body_limit;
     let (data, data_doc) = OpenApiRouter::new()
@@ -193,10 +199,22 @@ pub fn router(state: AppState) -> Router {
             medias::post_medias_continuation
         ))
         .split_for_parts();
-    let data = data.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        billing::middleware::meter,
-    ));
+    // The layers every route has, applied in one call: each `layer` call wraps every route in a
+    // boxed service of its own, and every box is cloned and called through for every request. The
+    // data routes take them in the same call as their metering; their 405 takes them without it
+    // (a wrong method is a routing error, answered before any key is asked for).
+    let outer = ServiceBuilder::new()
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("a request handler panicked".into()).into_response()
+        }))
+        .layer(DefaultBodyLimit::max(body_limit));
+    let meter = axum::middleware::from_fn_with_state(state.clone(), billing::middleware::meter);
+    let served_data = data
+        .clone()
+        .route_layer(outer.clone().layer(meter.clone()))
+        .method_not_allowed_fallback(method_not_allowed.layer(outer.clone()));
+    let data = data.layer(meter);
     let (account, account_doc) = OpenApiRouter::new()
         .routes(routes!(billing::routes::credits))
         .routes(routes!(billing::routes::usage))
@@ -229,8 +247,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             billing::middleware::free,
         ));
-    rest.merge(data)
-        .merge(account)
+    rest.merge(account)
         .route("/metrics", get(health::metrics))
         .route("/docs", get(|| async { html(DOCS_PAGE) }))
         .route("/", get(|| async { html(HOME_PAGE) }))
@@ -240,16 +257,8 @@ pub fn router(state: AppState) -> Router {
             get(move || async move { ([(CONTENT_TYPE, "application/json")], doc_json.clone()) }),
         )
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        // One layer of the three: `Router::layer` wraps every route in a boxed service per call,
-        // and each box is cloned for every request.
-        .layer(
-            ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http())
-                .layer(CatchPanicLayer::custom(|_| {
-                    ApiError::Internal("a request handler panicked".into()).into_response()
-                }))
-                .layer(DefaultBodyLimit::max(body_limit)),
-        )
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(outer)
+        .merge(served_data)
         .with_state(state)
 }

@@ -1,10 +1,10 @@
 //! The User's Media endpoints: a user's media tweets, newest first, page after page.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use xgate_model::wire::{
     ErrorBody, HttpValidationError, MediasContinuationQuery, MediasContinuationRequest,
     MediasQuery, MediasRequest, MediasResponse,
@@ -138,10 +138,16 @@ pub async fn page(state: &AppState, req: PageRequest) -> Result<Response, ApiErr
 }
 
 /// A page's response: its body, and with live upstreams how the store came to hold it.
+///
+/// Built as it is sent: `([(CONTENT_TYPE, ..)], body).into_response()` would give it a
+/// `Content-Type` of `application/octet-stream` first and then replace it, two insertions into its
+/// headers where one will do.
 fn respond(body: Bytes, prepared: Option<Prepared>) -> Response {
-    let mut response = ([(CONTENT_TYPE, "application/json")], body).into_response();
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(prepared) = prepared {
-        response.headers_mut().insert(
+        headers.insert(
             HeaderName::from_static("x-cache"),
             HeaderValue::from_static(prepared.freshness.as_str()),
         );

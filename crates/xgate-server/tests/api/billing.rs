@@ -139,6 +139,37 @@ async fn data_endpoints_need_a_valid_key() {
 }
 
 #[tokio::test]
+async fn a_wrong_method_or_an_oversized_body_costs_nothing() {
+    let app = app(BillingConfig::default()).await;
+    let key = key(&app, "acme", 10).await;
+
+    // A method the path does not take is a routing error: 405 in the contract's shape, with or
+    // without a key, answered before metering (no request id, no credits).
+    for headers in [vec![], vec![("x-api-key", key.as_str())]] {
+        let (status, answer, body) = app
+            .send(Method::DELETE, "/user/medias", None, &headers)
+            .await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{headers:?}");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap(),
+            json!({"detail": "Method Not Allowed", "code": "method_not_allowed"})
+        );
+        assert!(answer.get("x-request-id").is_none());
+        assert!(answer.get("x-credits-cost").is_none());
+    }
+    // A body over the server's limit is refused (413) once the key is known, and not charged.
+    let big = format!(r#"{{"user_id": 5, "pad": "{}"}}"#, "x".repeat(200_000));
+    let too_big = post(&app, "/user/medias", &big, &[("x-api-key", &key)]).await;
+    assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(too_big.body["code"], "payload_too_large");
+    assert_eq!(too_big.cost(), 0);
+    assert_eq!(too_big.remaining(), 10);
+    let audit = audit(&app, "acme").await;
+    assert_eq!((audit.paid, audit.balance), (0, 10), "{audit:?}");
+    assert!(audit.balanced(), "{audit:?}");
+}
+
+#[tokio::test]
 async fn only_successes_are_charged_and_every_answer_says_so() {
     let app = app(BillingConfig::default()).await;
     let key = key(&app, "acme", 5).await;
