@@ -202,18 +202,20 @@ pub fn router(state: AppState) -> Router {
     // The layers every route has, applied in one call: each `layer` call wraps every route in a
     // boxed service of its own, and every box is cloned and called through for every request. The
     // data routes take them in the same call as their metering; their 405 takes them without it
-    // (a wrong method is a routing error, answered before any key is asked for).
-    let outer = ServiceBuilder::new()
+    // (a wrong method is a routing error, answered before any key is asked for). The data routes
+    // read their bodies within the limit themselves (`params::BodyPage`), without the layer that
+    // tells axum's extractors the limit.
+    let common = ServiceBuilder::new()
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("a request handler panicked".into()).into_response()
-        }))
-        .layer(DefaultBodyLimit::max(body_limit));
+        }));
+    let outer = common.clone().layer(DefaultBodyLimit::max(body_limit));
     let meter = axum::middleware::from_fn_with_state(state.clone(), billing::middleware::meter);
     let served_data = data
         .clone()
-        .route_layer(outer.clone().layer(meter.clone()))
-        .method_not_allowed_fallback(method_not_allowed.layer(outer.clone()));
+        .route_layer(common.clone().layer(meter.clone()))
+        .method_not_allowed_fallback(method_not_allowed.layer(common));
     let data = data.layer(meter);
     let (account, account_doc) = OpenApiRouter::new()
         .routes(routes!(billing::routes::credits))

@@ -11,9 +11,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::num::IntErrorKind;
 
+use axum::body::to_bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use bytes::Bytes;
+use http_body_util::LengthLimitError;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use xgate_model::wire::{LocItem, ValidationError};
@@ -41,16 +42,33 @@ impl<const CONTINUATION: bool> FromRequest<AppState> for BodyPage<CONTINUATION> 
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::BadRequest(rejection.body_text())
-            }
-        })?;
+        // The server's body limit is applied here, not by axum's `DefaultBodyLimit` layer, which
+        // would cost every request an insertion into its extensions (the data routes go without
+        // it; docs/BENCHMARKS.md).
+        let body = to_bytes(req.into_body(), state.config().body_limit)
+            .await
+            .map_err(|e| {
+                if over_limit(&e) {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::BadRequest(format!("Failed to buffer the request body: {e}"))
+                }
+            })?;
         let fields = body_fields(&body).map_err(|e| ApiError::Validation(vec![e]))?;
         validate(fields, "body", CONTINUATION, state).map(BodyPage)
     }
+}
+
+/// Whether reading a body failed because it went over the limit.
+fn over_limit(error: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 impl<const CONTINUATION: bool> FromRequestParts<AppState> for QueryPage<CONTINUATION> {
