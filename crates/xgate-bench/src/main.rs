@@ -597,10 +597,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             .arg(format!("127.0.0.1:{}", free_port()?));
         Server::start(cmd)
     };
-    let cases: [(&str, &dyn Fn() -> anyhow::Result<Server>); 4] = [
+    let cases: [(&str, &dyn Fn() -> anyhow::Result<Server>); 5] = [
         (&ceiling_case, &start_ceiling),
         (CHARGED, &|| serve(&[])),
         (BILLING_OFF, &|| serve(&["--no-billing"])),
+        (CHARGED_SYNCED, &|| serve(&SYNC_BEFORE_RESPONSE)),
         (CHARGED_UNCACHED, &|| serve(&NO_PAGE_CACHE)),
     ];
     // Every round runs each case at each connection count, the cases side by side.
@@ -721,8 +722,14 @@ fn print_report(
         "ingest: {total} tweets ({jsonl_mib:.0} MiB of JSONL) in {ingest_seconds:.1} s (median; rounds {} s) = {rate:.0} tweets/s; store {store_mib:.0} MiB",
         each.join(" / ")
     );
-    let [ceiling, billed, unbilled, uncached] = [CEILING, CHARGED, BILLING_OFF, CHARGED_UNCACHED]
-        .map(|case| best(rows, case).expect("every case ran"));
+    let [ceiling, billed, unbilled, synced, uncached] = [
+        CEILING,
+        CHARGED,
+        BILLING_OFF,
+        CHARGED_SYNCED,
+        CHARGED_UNCACHED,
+    ]
+    .map(|case| best(rows, case).expect("every case ran"));
     let depth_rows = &rows[rows.len() - 2..];
     let (shallow, deep) = (depth_rows[0].report, depth_rows[1].report);
     let peak = rows
@@ -732,7 +739,7 @@ fn print_report(
         .fold(0.0, f64::max);
     println!();
     println!("throughput (best median over the connection counts):");
-    for row in [ceiling, billed, unbilled, uncached] {
+    for row in [ceiling, billed, unbilled, synced, uncached] {
         let core = row
             .core_us()
             .zip(row.cpu)
@@ -754,6 +761,10 @@ fn print_report(
             off / charged
         );
     }
+    println!(
+        "  charged / billing off with each charge synced before its response: {:.2}",
+        synced.report.requests_per_second / unbilled.report.requests_per_second
+    );
     println!(
         "  charged / ceiling with every page read from the store (page cache off): {:.2}",
         uncached.report.requests_per_second / ceiling.report.requests_per_second
@@ -838,6 +849,9 @@ const CHARGED: &str = "xgate continuation, charged";
 const BILLING_OFF: &str = "xgate continuation, billing off";
 /// Charged, every page read from the store. Its name must not start with [`CHARGED`].
 const CHARGED_UNCACHED: &str = "xgate continuation, page cache off, charged";
+/// Charged, each charge synced before its response leaves. Nor must this one's.
+const CHARGED_SYNCED: &str = "xgate continuation, each charge synced before its response";
+const SYNC_BEFORE_RESPONSE: [&str; 2] = ["--ledger-sync", "before-response"];
 const NO_PAGE_CACHE: [&str; 2] = ["--page-cache-mib", "0"];
 /// Connections for the depth cases: few, so that latency is the page's own cost.
 const DEPTH_CONNECTIONS: u32 = 4;

@@ -8,7 +8,8 @@
 //!   meanwhile in one transaction (group commit) and answers each. The database applies each
 //!   charge only if the account covers it, so the balance never goes below zero even when another
 //!   node spent the same credits: such a request is answered 402 and not charged. A request's
-//!   response leaves only after its charge is committed.
+//!   response leaves only after its charge is committed, as durably as the store commits charges
+//!   (docs/BILLING.md, "Guarantees").
 //! - **Release** happens when a reservation is dropped unsettled: a failed request, a panic (the
 //!   stack unwinds through it), a client that went away (its future is dropped).
 //!

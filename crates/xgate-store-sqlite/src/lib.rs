@@ -66,10 +66,29 @@ const IDS_AFTER_SQL: &str = "SELECT tweet_id FROM tweets \
 /// Checkpoint the WAL every this many pages (256 MiB) during a bulk load, not every 1,000.
 const BULK_CHECKPOINT_PAGES: i64 = 16 * 1024;
 
+/// When a commit of charges ([`AccountStore::record`]) returns, against the sync of the ledger's
+/// log: what a served store promises of a charge whose response has left. Every other write of
+/// the store (top-ups, keys, accounts) returns only once it is on disk, in either mode.
+///
+/// [`AccountStore::record`]: xgate_store::accounts::AccountStore::record
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LedgerSync {
+    /// Once the commit is in the ledger's log, written to the operating system, and the log's
+    /// sync has begun: the sync runs while the commit's responses leave. A crash of xgate loses
+    /// no charge (what it wrote is the OS's); a power cut or a crash of the OS can lose the
+    /// charges of the syncs in flight, about the last millisecond of them, in the callers'
+    /// favour. Balances and the ledger stay consistent either way.
+    #[default]
+    Background,
+    /// Once a sync that began after the commit has returned: each charge is on disk before its
+    /// response leaves, at a cost of a few microseconds of the core a request (docs/BILLING.md).
+    BeforeResponse,
+}
+
 /// How a commit reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Durability {
-    /// Synced before the commit returns: a charge is on disk before its response leaves.
+    /// Synced before the commit returns; commits of charges as [`LedgerSync`] says.
     Synced,
     /// Not synced at each commit. A crash of the process loses nothing; a power cut may lose the
     /// last commits, never corrupt the store. For loads that can simply be run again (ingest is
@@ -114,6 +133,8 @@ pub struct SqliteStore {
     /// Syncs the ledger's log after the writer's commits, for a store whose commits are synced
     /// (the writer's ledger is then `synchronous=NORMAL`: see [`wal_sync`]).
     ledger_sync: Option<wal_sync::WalSync>,
+    /// Whether a commit of charges waits for its sync.
+    charges: LedgerSync,
 }
 
 impl Drop for SqliteStore {
@@ -295,7 +316,15 @@ impl SqliteStore {
             changes: Arc::default(),
             read_cache_kib: kib(READ_CACHE_BYTES),
             ledger_sync,
+            charges: LedgerSync::default(),
         })
+    }
+
+    /// The same store with its commits of charges ended as `mode` says (by default
+    /// [`LedgerSync::Background`]). Call it before the store is used.
+    pub fn with_ledger_sync(mut self, mode: LedgerSync) -> Self {
+        self.charges = mode;
+        self
     }
 
     /// The same store with `bytes` of page cache shared by its readers instead of
@@ -368,7 +397,8 @@ impl SqliteStore {
 
     /// [`SqliteStore::write`] for a commit of charges: `f` runs on this thread if the writer is
     /// free (a commit of charges without its sync is a few hundred microseconds of work, less than
-    /// handing it to another thread and back costs), on the blocking pool otherwise.
+    /// handing it to another thread and back costs), on the blocking pool otherwise. Its sync is
+    /// waited for or only started as the store's [`LedgerSync`] says.
     pub(crate) async fn write_here<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -379,7 +409,7 @@ impl SqliteStore {
         match self.try_write_here(f) {
             Ok(out) => {
                 let out = out?;
-                sync.synced().await?;
+                self.charges.after_commit(sync).await?;
                 Ok(out)
             }
             Err(f) => self.write(f).await,
@@ -413,8 +443,9 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // is evicted and prepared again.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // A charge is on disk before its response leaves: every commit is synced. Writes are batched
-    // (tweets by the thousand, charges by group commit), so the syncs are few.
+    // Every commit is synced (the writer's commits of charges by the store's own thread instead:
+    // see `wal_sync`). Writes are batched (tweets by the thousand, charges by group commit), so
+    // the syncs are few.
     conn.pragma_update(Some(MAIN), "synchronous", "FULL")
 }
 

@@ -3,10 +3,14 @@
 //! With `synchronous=FULL`, SQLite syncs the log inside every commit, so whichever thread commits
 //! waits for the disk. The writer connection's ledger runs with `synchronous=NORMAL` instead, and
 //! after each commit this thread `fdatasync`s the log: the commit is durable, as with `FULL`, once
-//! a sync that began after it has returned, and only then does the caller go on (a charge's
-//! response waits for it). A commit of charges, which is a little CPU work and a few page writes
-//! without the sync, can then run on the caller's own thread (see `SqliteStore::write_here`)
-//! rather than be handed to a blocking thread and back.
+//! a sync that began after it has returned. A commit of charges, which is a little CPU work and a
+//! few page writes without the sync, can then run on the caller's own thread (see
+//! `SqliteStore::write_here`) rather than be handed to a blocking thread and back.
+//!
+//! A caller either waits for that sync ([`WalSync::synced`]: every write of the store, and a
+//! commit of charges under [`LedgerSync::BeforeResponse`]) or only starts it
+//! ([`WalSync::sync_started`]: a commit of charges under [`LedgerSync::Background`], whose
+//! responses then leave as the sync runs).
 //!
 //! Checkpoints of the ledger move here too, on a connection of this thread's own: the writer's
 //! automatic ones would sync the log and the database file inside a commit. The tweets' file
@@ -23,11 +27,11 @@ use rusqlite::hooks::Wal;
 use tokio::sync::watch;
 use xgate_store::{StoreError, StoreResult};
 
-use crate::{LEDGER, MAIN};
+use crate::{LEDGER, LedgerSync, MAIN};
 
-/// Syncs between two checkpoints of the ledger: a commit of charges writes about four pages of
+/// Commits between two checkpoints of the ledger: a commit of charges writes about four pages of
 /// log, so this checkpoints about as often as SQLite's default of 1,000 pages would.
-const CHECKPOINT_EVERY: u32 = 256;
+const CHECKPOINT_EVERY: u64 = 256;
 /// Pages of the tweets file's log that start a checkpoint: SQLite's default.
 const TWEETS_CHECKPOINT_PAGES: c_int = 1000;
 
@@ -42,6 +46,9 @@ struct Shared {
     wake: Condvar,
     /// How far the log is known to be on disk.
     synced: watch::Sender<Synced>,
+    /// Held by a test to keep the sync thread from syncing.
+    #[cfg(test)]
+    hold: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -50,6 +57,8 @@ struct State {
     commits: u64,
     /// The newest commit a sync has been asked for.
     requested: u64,
+    /// A commit the ledger is checkpointed after, once it is synced (0: none is due).
+    checkpoint: u64,
     stop: bool,
 }
 
@@ -61,8 +70,8 @@ struct Synced {
     failed: Option<Arc<str>>,
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl WalSync {
@@ -87,6 +96,8 @@ impl WalSync {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             synced,
+            #[cfg(test)]
+            hold: Mutex::new(()),
         });
         let thread = std::thread::Builder::new()
             .name("xgate-ledger-sync".into())
@@ -112,23 +123,69 @@ impl WalSync {
 
     /// Waits until everything committed to the ledger so far is on disk. Call it after a commit.
     pub(crate) async fn synced(&self) -> StoreResult<()> {
-        let mut synced = self.shared.synced.subscribe();
-        let commit = {
+        let (commit, _) = self.request();
+        self.wait(commit).await
+    }
+
+    /// Starts the sync of everything committed to the ledger so far and returns, unless a sync
+    /// has failed (an error then, as from [`WalSync::synced`]). Call it after a commit.
+    ///
+    /// Every [`CHECKPOINT_EVERY`]th commit waits for its sync all the same, and for the
+    /// checkpoint that follows it: a checkpoint copies the log only up to where it stood when it
+    /// began, so with commits going on meanwhile the log would never start over and would grow
+    /// without end.
+    pub(crate) async fn sync_started(&self) -> StoreResult<()> {
+        let (commit, checkpoint) = self.request();
+        if checkpoint {
+            return self.wait(commit).await;
+        }
+        match &self.shared.synced.borrow().failed {
+            Some(e) => Err(sync_failed(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a commit and asks for a sync that covers it: its number, and whether a checkpoint
+    /// follows its sync.
+    fn request(&self) -> (u64, bool) {
+        let (commit, checkpoint) = {
             let mut state = lock(&self.shared.state);
             state.commits += 1;
             state.requested = state.commits;
-            state.commits
+            let checkpoint = state.commits.is_multiple_of(CHECKPOINT_EVERY);
+            if checkpoint {
+                state.checkpoint = state.commits;
+            }
+            (state.commits, checkpoint)
         };
         self.shared.wake.notify_one();
+        (commit, checkpoint)
+    }
+
+    /// Waits until `commit` is on disk.
+    async fn wait(&self, commit: u64) -> StoreResult<()> {
+        let mut synced = self.shared.synced.subscribe();
         let state = synced
             .wait_for(|s| s.upto >= commit || s.failed.is_some())
             .await
             .map_err(|_| StoreError::Unavailable("the ledger's sync thread stopped".into()))?;
         match &state.failed {
-            Some(e) => Err(StoreError::Backend(format!(
-                "syncing the ledger's log failed: {e}"
-            ))),
+            Some(e) => Err(sync_failed(e)),
             None => Ok(()),
+        }
+    }
+}
+
+fn sync_failed(error: &str) -> StoreError {
+    StoreError::Backend(format!("syncing the ledger's log failed: {error}"))
+}
+
+impl LedgerSync {
+    /// Ends a commit of charges on `sync` as this mode says.
+    pub(crate) async fn after_commit(self, sync: &WalSync) -> StoreResult<()> {
+        match self {
+            LedgerSync::Background => sync.sync_started().await,
+            LedgerSync::BeforeResponse => sync.synced().await,
         }
     }
 }
@@ -156,13 +213,12 @@ fn checkpoint_tweets_only(wal: &Wal, pages: c_int) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The sync thread: waits for a request, syncs, publishes how far the log is on disk; every
-/// [`CHECKPOINT_EVERY`] syncs, checkpoints the ledger.
+/// The sync thread: waits for a request, syncs, publishes how far the log is on disk; after the
+/// sync of a commit that a checkpoint is due after, checkpoints the ledger first.
 fn run(shared: &Shared, wal: &Path, checkpointer: &Connection) {
     let mut file: Option<File> = None;
-    let mut since_checkpoint = 0;
     loop {
-        let target = {
+        let (target, checkpoint) = {
             let mut state = lock(&shared.state);
             while state.requested <= shared.synced.borrow().upto && !state.stop {
                 state = shared
@@ -173,8 +229,14 @@ fn run(shared: &Shared, wal: &Path, checkpointer: &Connection) {
             if state.requested <= shared.synced.borrow().upto {
                 return;
             }
-            state.requested
+            let checkpoint = state.checkpoint != 0 && state.checkpoint <= state.requested;
+            if checkpoint {
+                state.checkpoint = 0;
+            }
+            (state.requested, checkpoint)
         };
+        #[cfg(test)]
+        let held = lock(&shared.hold);
         let outcome = match &file {
             Some(f) => f.sync_data(),
             None => File::options()
@@ -184,12 +246,10 @@ fn run(shared: &Shared, wal: &Path, checkpointer: &Connection) {
                 .and_then(|f| f.sync_data().map(|()| f))
                 .map(|f| file = Some(f)),
         };
-        if outcome.is_ok() {
-            since_checkpoint += 1;
-            if since_checkpoint >= CHECKPOINT_EVERY {
-                since_checkpoint = 0;
-                checkpoint(checkpointer);
-            }
+        #[cfg(test)]
+        drop(held);
+        if outcome.is_ok() && checkpoint {
+            checkpoint_ledger(checkpointer);
         }
         shared.synced.send_modify(|s| match outcome {
             Ok(()) => s.upto = s.upto.max(target),
@@ -208,7 +268,7 @@ fn run(shared: &Shared, wal: &Path, checkpointer: &Connection) {
 /// answered, so that the writer's next commit finds the whole log copied and starts it over
 /// from its beginning, as it would after one of SQLite's own checkpoints. Passive: it copies what
 /// no reader still needs, and never waits for anyone.
-fn checkpoint(checkpointer: &Connection) {
+fn checkpoint_ledger(checkpointer: &Connection) {
     match checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
         Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
     }) {
@@ -238,11 +298,24 @@ mod tests {
         }
     }
 
+    /// A store whose commits of charges end as `mode` says.
+    fn open(path: &Path, mode: LedgerSync) -> SqliteStore {
+        SqliteStore::open(path).unwrap().with_ledger_sync(mode)
+    }
+
+    const MODES: [LedgerSync; 2] = [LedgerSync::Background, LedgerSync::BeforeResponse];
+
     #[tokio::test]
     async fn the_ledgers_log_is_checkpointed_while_charges_commit_one_by_one() {
+        for mode in MODES {
+            log_checkpointed_while_charges_commit(mode).await;
+        }
+    }
+
+    async fn log_checkpointed_while_charges_commit(mode: LedgerSync) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ckpt.db");
-        let store = SqliteStore::open(&path).unwrap();
+        let store = open(&path, mode);
         let account = store.ensure_account("a", 0).await.unwrap();
         store
             .add_credits(account.id, 10_000, "test", 0)
@@ -256,14 +329,14 @@ mod tests {
                 .unwrap();
         }
         // Each commit writes a few pages of log: without checkpoints the log would hold them all
-        // (about 6 × 256 × 4 pages of 4 KiB). Checkpointed every 256 syncs, it starts over.
+        // (about 6 × 256 × 4 pages of 4 KiB). Checkpointed every 256 commits, it starts over.
         let wal = std::fs::metadata(format!("{}-ledger-wal", path.display()))
             .unwrap()
             .len();
         let unchecked = (commits * 4 * 4096) as u64;
         assert!(
             wal < unchecked / 2,
-            "log of {wal} bytes after {commits} commits"
+            "{mode:?}: log of {wal} bytes after {commits} commits"
         );
         let audit = store.audit(account.id).await.unwrap();
         assert_eq!(
@@ -275,26 +348,34 @@ mod tests {
 
     #[tokio::test]
     async fn a_charge_whose_log_cannot_be_synced_is_not_reported_recorded() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lost.db");
-        let store = SqliteStore::open(&path).unwrap();
-        let account = store.ensure_account("a", 0).await.unwrap();
-        store.add_credits(account.id, 10, "test", 0).await.unwrap();
-        // The sync thread has the log open now; a new one, as after a restart, finds it gone.
-        drop(store);
-        let store = SqliteStore::open(&path).unwrap();
-        std::fs::remove_file(format!("{}-ledger-wal", path.display())).unwrap();
-        let first = store.record(vec![charge(1, account.id)], "1970-01").await;
-        assert!(first.is_err(), "{first:?}");
-        // Once a sync failed, what is on disk is unknown: no later commit is reported durable.
-        let second = store.record(vec![charge(2, account.id)], "1970-01").await;
-        assert!(second.is_err(), "{second:?}");
+        for mode in MODES {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("lost.db");
+            let store = open(&path, mode);
+            let account = store.ensure_account("a", 0).await.unwrap();
+            store.add_credits(account.id, 10, "test", 0).await.unwrap();
+            // The sync thread has the log open now; a new one, as after a restart, finds it gone.
+            drop(store);
+            let store = open(&path, mode);
+            std::fs::remove_file(format!("{}-ledger-wal", path.display())).unwrap();
+            let first = store.record(vec![charge(1, account.id)], "1970-01").await;
+            match mode {
+                // Answered before its sync ran: the failure is found after.
+                LedgerSync::Background => {
+                    let topped_up = store.add_credits(account.id, 10, "test", 0).await;
+                    assert!(topped_up.is_err(), "{topped_up:?}");
+                }
+                LedgerSync::BeforeResponse => assert!(first.is_err(), "{first:?}"),
+            }
+            // Once a sync failed, what is on disk is unknown: no later commit is reported durable.
+            let second = store.record(vec![charge(2, account.id)], "1970-01").await;
+            assert!(second.is_err(), "{mode:?}: {second:?}");
+        }
     }
 
-    #[tokio::test]
-    async fn a_sync_covers_every_commit_made_before_it_began() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.db");
+    /// A sync thread for a new database in `dir`, and a connection that keeps its log.
+    fn sync_of(dir: &Path) -> (Connection, WalSync) {
+        let db = dir.join("s.db");
         let conn = Connection::open(&db).unwrap();
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
         conn.execute("CREATE TABLE t (x)", []).unwrap();
@@ -303,6 +384,103 @@ mod tests {
             Connection::open(&db).unwrap(),
         )
         .unwrap();
+        (conn, sync)
+    }
+
+    /// Whether `wait` is still waiting after a moment: while the test holds the sync thread, a
+    /// wait for a sync cannot end, however long it is given.
+    async fn still_waiting<F: Future>(wait: std::pin::Pin<&mut F>) -> bool {
+        tokio::time::timeout(std::time::Duration::from_millis(50), wait)
+            .await
+            .is_err()
+    }
+
+    /// `commit`'s outcome, which must come without a sync (the test holds them).
+    async fn answered<T>(commit: impl Future<Output = T>) -> T {
+        tokio::time::timeout(std::time::Duration::from_secs(30), commit)
+            .await
+            .expect("answered without waiting for a sync")
+    }
+
+    #[allow(
+        clippy::await_holding_lock,
+        reason = "the test holds the sync thread's lock across its awaits, to keep syncs from running"
+    )]
+    #[tokio::test]
+    async fn a_commit_in_the_background_is_answered_before_its_sync_and_synced_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_conn, sync) = sync_of(dir.path());
+        let held = lock(&sync.shared.hold);
+        answered(sync.sync_started()).await.unwrap();
+        assert_eq!(sync.shared.synced.borrow().upto, 0, "no sync has run");
+        // A commit that waits for its sync waits while syncs are held.
+        let mut waited = std::pin::pin!(sync.synced());
+        assert!(still_waiting(waited.as_mut()).await);
+        drop(held);
+        waited.await.unwrap();
+        assert!(sync.shared.synced.borrow().upto >= 2);
+    }
+
+    #[allow(
+        clippy::await_holding_lock,
+        reason = "the test holds the sync thread's lock across its awaits, to keep syncs from running"
+    )]
+    #[tokio::test]
+    async fn a_charge_waits_for_its_sync_only_when_synced_before_its_response() {
+        for mode in MODES {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(&dir.path().join("w.db"), mode);
+            let account = store.ensure_account("a", 0).await.unwrap();
+            store.add_credits(account.id, 10, "test", 0).await.unwrap();
+            let sync = store.ledger_sync.as_ref().unwrap();
+            let held = lock(&sync.shared.hold);
+            let mut charged = std::pin::pin!(store.record(vec![charge(1, account.id)], "1970-01"));
+            let early = match mode {
+                LedgerSync::Background => Some(answered(charged.as_mut()).await),
+                LedgerSync::BeforeResponse => {
+                    assert!(still_waiting(charged.as_mut()).await);
+                    None
+                }
+            };
+            drop(held);
+            let outcome = match early {
+                Some(outcome) => outcome,
+                None => charged.await,
+            };
+            assert!(
+                matches!(outcome, Ok(ref done) if done.len() == 1),
+                "{outcome:?}"
+            );
+        }
+    }
+
+    #[allow(
+        clippy::await_holding_lock,
+        reason = "the test holds the sync thread's lock across its awaits, to keep syncs from running"
+    )]
+    #[tokio::test]
+    async fn every_checkpointed_commit_in_the_background_waits_for_its_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_conn, sync) = sync_of(dir.path());
+        let held = lock(&sync.shared.hold);
+        for _ in 1..CHECKPOINT_EVERY {
+            answered(sync.sync_started()).await.unwrap();
+        }
+        let mut checkpointed = std::pin::pin!(sync.sync_started());
+        assert!(still_waiting(checkpointed.as_mut()).await);
+        drop(held);
+        checkpointed.await.unwrap();
+        assert!(sync.shared.synced.borrow().upto >= CHECKPOINT_EVERY);
+        // The next commit starts a new count: it is answered at once again.
+        let held = lock(&sync.shared.hold);
+        answered(sync.sync_started()).await.unwrap();
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_sync_covers_every_commit_made_before_it_began() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_conn, sync) = sync_of(dir.path());
         // Many waiters at once, all polled before any is answered: each is answered, by
         // whichever sync covers its commit, and none waits forever.
         let mut waits: Vec<_> = (0..64).map(|_| Some(Box::pin(sync.synced()))).collect();

@@ -55,13 +55,20 @@ pub struct ServeArgs {
     /// without XGATE_UPSTREAM) the store alone is served.
     #[arg(long, env = "XGATE_CONFIG")]
     config: Option<PathBuf>,
+    /// When a charge reaches the disk (docs/BILLING.md, "Guarantees"): `background`, its sync
+    /// begun before its response leaves and running as it leaves; `before-response`, synced
+    /// before its response leaves, at a few microseconds of the core a request. Only with an
+    /// SQLite store; on PostgreSQL, the database's `synchronous_commit` decides [default:
+    /// background]
+    #[arg(long, env = "XGATE_LEDGER_SYNC", value_enum)]
+    ledger_sync: Option<stores::LedgerSyncArg>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let fallback = if args.demo { demo::DEMO_DB } else { DEFAULT_DB };
     let db = db_path(args.db, fallback);
     let page_cache = (args.page_cache_mib as usize) << 20;
-    let store = stores::open_to_serve(&db, sqlite_read_cache(page_cache)).await?;
+    let store = stores::open_to_serve(&db, sqlite_read_cache(page_cache), args.ledger_sync).await?;
     if args.demo {
         demo::load(store.clone()).await?;
     }

@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
-use clap::Args;
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
 use xgate_store::Backend;
 use xgate_store_postgres::{PostgresStore, is_postgres_url};
-use xgate_store_sqlite::SqliteStore;
+use xgate_store_sqlite::{LedgerSync, SqliteStore};
 
 /// What the store is for: a bulk load may open an SQLite file in its faster way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,15 +38,43 @@ pub async fn open(db: &Path, usage: Use) -> anyhow::Result<Arc<dyn Backend>> {
     Ok(Arc::new(store))
 }
 
+/// `--ledger-sync`: when an SQLite store's commits of charges reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LedgerSyncArg {
+    Background,
+    BeforeResponse,
+}
+
+impl From<LedgerSyncArg> for LedgerSync {
+    fn from(arg: LedgerSyncArg) -> LedgerSync {
+        match arg {
+            LedgerSyncArg::Background => LedgerSync::Background,
+            LedgerSyncArg::BeforeResponse => LedgerSync::BeforeResponse,
+        }
+    }
+}
+
 /// Opens (and migrates) the store `db` names, to serve it: an SQLite store's readers get
-/// `read_cache` bytes of page cache.
-pub async fn open_to_serve(db: &Path, read_cache: usize) -> anyhow::Result<Arc<dyn Backend>> {
+/// `read_cache` bytes of page cache, and its commits of charges are synced as `ledger_sync` says
+/// (the store's default when `None`; refused on PostgreSQL, whose own settings decide).
+pub async fn open_to_serve(
+    db: &Path,
+    read_cache: usize,
+    ledger_sync: Option<LedgerSyncArg>,
+) -> anyhow::Result<Arc<dyn Backend>> {
     if is_postgres_url(&db.to_string_lossy()) {
+        if ledger_sync.is_some() {
+            bail!(
+                "--ledger-sync is for an SQLite store; on PostgreSQL, the database's \
+                 synchronous_commit decides when a charge is on disk"
+            );
+        }
         return open(db, Use::Serve).await;
     }
     let store = SqliteStore::open(db)
         .with_context(|| format!("opening the store {}", db.display()))?
-        .with_read_cache(read_cache);
+        .with_read_cache(read_cache)
+        .with_ledger_sync(ledger_sync.map_or_else(LedgerSync::default, LedgerSync::from));
     Ok(Arc::new(store))
 }
 

@@ -68,10 +68,17 @@ async fn n_credits_buy_exactly_n_successes_however_many_ask_at_once() {
 
 #[tokio::test]
 async fn a_crash_mid_load_leaves_the_books_balanced() {
+    // Charges synced as their responses leave (the default), and synced before.
+    for options in [&[][..], &["--ledger-sync", "before-response"]] {
+        crash_mid_load(options).await;
+    }
+}
+
+async fn crash_mid_load(options: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let db = seeded_store(dir.path());
     let key = create_key(&db, "crash", 1_000_000);
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start(dir.path(), options);
     let client = reqwest::Client::new();
     let successes = Arc::new(AtomicUsize::new(0));
     let mut load = tokio::task::JoinSet::new();
@@ -114,11 +121,11 @@ async fn a_crash_mid_load_leaves_the_books_balanced() {
     // (8 connections) were charged without their response arriving.
     assert!(
         charged >= seen && charged <= seen + 8,
-        "charged {charged}, seen {seen}"
+        "{options:?}: charged {charged}, seen {seen}"
     );
 
     // The restarted server serves and charges on from the same books.
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start(dir.path(), options);
     assert_eq!(page(&client, &server.base, &key).await.0, 200);
     assert!(server.stop());
     let after = books(&db, "crash");

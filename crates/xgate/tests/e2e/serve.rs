@@ -193,4 +193,17 @@ fn bad_arguments_are_refused_with_a_message() {
     let out = xgate(&["ingest", "--db", "/nonexistent-dir/x.db", "x.jsonl"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("opening the store"));
+    let out = xgate(&["serve", "--ledger-sync", "sometimes"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("before-response"));
+    // PostgreSQL decides for itself when a commit is on disk: refused before connecting.
+    let out = xgate(&[
+        "serve",
+        "--db",
+        "postgres://127.0.0.1:1/none",
+        "--ledger-sync",
+        "background",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("synchronous_commit"));
 }
