@@ -76,8 +76,8 @@ pub enum LedgerSync {
     /// Once the commit is in the ledger's log, written to the operating system, and the log's
     /// sync has begun: the sync runs while the commit's responses leave. A crash of xgate loses
     /// no charge (what it wrote is the OS's); a power cut or a crash of the OS can lose the
-    /// charges of the syncs in flight, about the last millisecond of them, in the callers'
-    /// favour. Balances and the ledger stay consistent either way.
+    /// charges committed since the running sync began (the last millisecond or so), in the
+    /// callers' favour. Balances and the ledger stay consistent either way.
     #[default]
     Background,
     /// Once a sync that began after the commit has returned: each charge is on disk before its
