@@ -81,7 +81,8 @@ pub enum LedgerSync {
     #[default]
     Background,
     /// Once a sync that began after the commit has returned: each charge is on disk before its
-    /// response leaves, at a cost of a few microseconds of the core a request (docs/BILLING.md).
+    /// response leaves. A request's work is the same; the core idles while commits wait on the
+    /// disk, which costs throughput (docs/BILLING.md, "Guarantees").
     BeforeResponse,
 }
 

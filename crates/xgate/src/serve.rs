@@ -57,7 +57,7 @@ pub struct ServeArgs {
     config: Option<PathBuf>,
     /// When a charge reaches the disk (docs/BILLING.md, "Guarantees"): `background`, its sync
     /// begun before its response leaves and running as it leaves; `before-response`, synced
-    /// before its response leaves, at a few microseconds of the core a request. Only with an
+    /// before its response leaves, at some throughput (the core idles while it waits). Only with an
     /// SQLite store; on PostgreSQL, the database's `synchronous_commit` decides [default:
     /// background]
     #[arg(long, env = "XGATE_LEDGER_SYNC", value_enum)]
