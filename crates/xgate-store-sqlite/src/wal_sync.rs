@@ -278,6 +278,10 @@ fn checkpoint_ledger(checkpointer: &Connection) {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::await_holding_lock,
+    reason = "tests hold the sync thread's `hold` lock across their awaits, to keep syncs from running"
+)]
 mod tests {
     use xgate_store::accounts::{AccountStore, KeyId, RequestId, RequestRecord};
 
@@ -402,10 +406,6 @@ mod tests {
             .expect("answered without waiting for a sync")
     }
 
-    #[allow(
-        clippy::await_holding_lock,
-        reason = "the test holds the sync thread's lock across its awaits, to keep syncs from running"
-    )]
     #[tokio::test]
     async fn a_commit_in_the_background_is_answered_before_its_sync_and_synced_after() {
         let dir = tempfile::tempdir().unwrap();
@@ -421,10 +421,6 @@ mod tests {
         assert!(sync.shared.synced.borrow().upto >= 2);
     }
 
-    #[allow(
-        clippy::await_holding_lock,
-        reason = "the test holds the sync thread's lock across its awaits, to keep syncs from running"
-    )]
     #[tokio::test]
     async fn a_charge_waits_for_its_sync_only_when_synced_before_its_response() {
         for mode in MODES {
@@ -454,10 +450,6 @@ mod tests {
         }
     }
 
-    #[allow(
-        clippy::await_holding_lock,
-        reason = "the test holds the sync thread's lock across its awaits, to keep syncs from running"
-    )]
     #[tokio::test]
     async fn every_checkpointed_commit_in_the_background_waits_for_its_sync() {
         let dir = tempfile::tempdir().unwrap();
