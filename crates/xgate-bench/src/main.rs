@@ -464,6 +464,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             "-ledger",
             "-ledger-wal",
             "-ledger-shm",
+            "-charges",
             ".partial",
         ] {
             let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));

@@ -10,6 +10,13 @@
 //!   node spent the same credits: such a request is answered 402 and not charged. A request's
 //!   response leaves only after its charge is committed, as durably as the store commits charges
 //!   (docs/BILLING.md, "Guarantees").
+//! - **Settle through the journal**, when the store keeps a charge journal for this process
+//!   ([`xgate_store::journal`]: the embedded store's serving process): the charge is written to
+//!   the journal, which a crash of the process does not lose, and answered at once from this
+//!   node's view of the account; the writer records it with the next commit, moving the journal's
+//!   mark in the same transaction. This node is then the account's only spender, so its view is
+//!   exact. A charge the journal cannot take (its slots all wait for the writer, an id given by
+//!   a caller, a kept response) waits for its commit as above.
 //! - **Release** happens when a reservation is dropped unsettled: a failed request, a panic (the
 //!   stack unwinds through it), a client that went away (its future is dropped).
 //!
@@ -24,6 +31,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use xgate_store::StoreError;
 use xgate_store::accounts::{Account, AccountId, AccountStore, Recorded, RequestRecord};
+use xgate_store::journal::ChargeJournal;
 
 use crate::clock;
 
@@ -37,6 +45,10 @@ const YIELDS: usize = 4;
 const QUEUE: usize = 16 * 1024;
 /// An account that looks unable to pay is re-read at most this often (a top-up shows after it).
 const RECHECK: Duration = Duration::from_millis(250);
+/// How long the writer first waits before it records again charges already answered from the
+/// journal whose commit failed; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Why a reservation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +67,8 @@ pub struct Meter {
     /// By account id (this server's own numbers), so hashed with a fast hash, not SipHash.
     accounts: Mutex<HashMap<AccountId, Local>>,
     queue: mpsc::Sender<Message>,
+    /// The store's charge journal, if it keeps one for this process.
+    journal: Option<Arc<ChargeJournal>>,
 }
 
 /// What this node knows of an account.
@@ -66,6 +80,8 @@ struct Local {
     month: Arc<str>,
     /// Credits held by requests in flight on this node.
     reserved: i64,
+    /// Of `reserved`, the credits of charges answered from the journal and not yet recorded.
+    journaled: i64,
     read_at: Instant,
 }
 
@@ -91,6 +107,8 @@ struct Job {
     /// Credits this job's reservation holds, released when the job's outcome is known.
     reserved: i64,
     reply: Option<oneshot::Sender<Result<Recorded, StoreError>>>,
+    /// The charge's entry in the journal, when it was answered from there.
+    entry: Option<u64>,
 }
 
 impl Meter {
@@ -98,6 +116,7 @@ impl Meter {
     pub fn start(store: Arc<dyn AccountStore>) -> Arc<Meter> {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let meter = Arc::new(Meter {
+            journal: store.charge_journal(),
             store,
             accounts: Mutex::new(HashMap::new()),
             queue,
@@ -155,6 +174,7 @@ impl Meter {
             free_left: 0,
             month: Arc::clone(month),
             reserved: 0,
+            journaled: 0,
             read_at: Instant::now(),
         });
         local.balance = account.balance;
@@ -185,6 +205,7 @@ impl Meter {
             record,
             reserved: 0,
             reply: None,
+            entry: None,
         };
         if let Err(e) = self.queue.try_send(Message::Job(job)) {
             // The log of free requests is best effort under overload; charges never are.
@@ -210,23 +231,46 @@ impl Meter {
         }
     }
 
-    /// Applies the outcomes of one commit, `(account, credits reserved, outcome)` a charge
-    /// (`None`: the commit failed): each reservation ends, and the database's balances replace
-    /// what this node believed.
-    fn committed<'a>(&self, charges: impl Iterator<Item = (AccountId, i64, Option<&'a Recorded>)>) {
+    /// Applies the outcomes of one commit, a [`Waiter`] and its outcome a charge (`None`: the
+    /// commit failed): each reservation ends, and the database's balances replace what this node
+    /// believed.
+    fn committed<'a>(&self, charges: impl Iterator<Item = (&'a Waiter, Option<&'a Recorded>)>) {
         let now = Instant::now();
         let mut accounts = self.accounts();
-        for (account, reserved, outcome) in charges {
-            if let Some(local) = accounts.get_mut(&account) {
-                apply(local, reserved, outcome, now);
+        for (waiter, outcome) in charges {
+            if let Some(local) = accounts.get_mut(&waiter.account) {
+                apply(local, waiter, outcome, now);
             }
         }
+    }
+
+    /// A charge of `cost` to `account` written to the journal: counted as answered, and its
+    /// outcome as the ledger will have it once every charge answered before it is recorded
+    /// (free allowance first). `None` if this node does not know the account (it always does
+    /// after a reservation).
+    fn answered(&self, account: AccountId, cost: i64) -> Option<Recorded> {
+        let mut accounts = self.accounts();
+        let local = accounts.get_mut(&account)?;
+        let before = local.journaled;
+        local.journaled += cost;
+        let free_left = |journaled: i64| (local.free_left - journaled).max(0);
+        let paid_by = |journaled: i64| (journaled - local.free_left).max(0);
+        let free = free_left(before) - free_left(local.journaled);
+        Some(Recorded::Done {
+            paid: cost - free,
+            free,
+            balance: local.balance - paid_by(local.journaled),
+            free_left: free_left(local.journaled),
+        })
     }
 }
 
 /// Applies one committed outcome, read at `now`, to what this node knows of its account.
-fn apply(local: &mut Local, reserved: i64, outcome: Option<&Recorded>, now: Instant) {
-    local.reserved -= reserved;
+fn apply(local: &mut Local, waiter: &Waiter, outcome: Option<&Recorded>, now: Instant) {
+    local.reserved -= waiter.reserved;
+    if waiter.entry.is_some() {
+        local.journaled -= waiter.reserved;
+    }
     match outcome {
         Some(
             Recorded::Done {
@@ -260,14 +304,36 @@ impl Reservation {
     /// credits first: the request must fail, and was not charged.
     pub async fn settle(mut self, record: RequestRecord) -> Result<Recorded, StoreError> {
         debug_assert_eq!(record.cost, self.cost);
+        // From here the writer task releases the reservation, whatever happens to this future.
+        self.held = false;
+        let meter = &self.meter;
+        if let Some(journal) = &meter.journal
+            && let Some(entry) = ChargeJournal::encode(&record)
+            && let Ok(permit) = meter.queue.try_reserve()
+            && let Some(mut slot) = journal.next_slot()
+        {
+            // Counted as answered before the writer can see the job, so that its commit finds
+            // the charge counted; sent before the slot is let go, so that the writer gets the
+            // journal's entries in their order.
+            if let Some(outcome) = meter.answered(self.account, self.cost) {
+                let number = slot.number();
+                slot.write(entry);
+                permit.send(Message::Job(Job {
+                    record,
+                    reserved: self.cost,
+                    reply: None,
+                    entry: Some(number),
+                }));
+                return Ok(outcome);
+            }
+        }
         let (reply, outcome) = oneshot::channel();
         let job = Job {
             record,
             reserved: self.cost,
             reply: Some(reply),
+            entry: None,
         };
-        // From here the writer task releases the reservation, whatever happens to this future.
-        self.held = false;
         let sent = match self.meter.queue.try_send(Message::Job(job)) {
             Ok(()) => true,
             // The writer is `QUEUE` charges behind: wait for room. Boxed, so that the wait's
@@ -296,14 +362,37 @@ impl Drop for Reservation {
     }
 }
 
+/// A charge in a commit: whose it is, what it holds, who waits for it.
+struct Waiter {
+    account: AccountId,
+    reserved: i64,
+    reply: Option<oneshot::Sender<Result<Recorded, StoreError>>>,
+    entry: Option<u64>,
+}
+
 /// The writer task: takes every charge waiting, commits them in one transaction, answers each.
 async fn writer(
     meter: std::sync::Weak<Meter>,
     store: Arc<dyn AccountStore>,
     mut messages: mpsc::Receiver<Message>,
 ) {
+    let journal = store.charge_journal();
     let mut batch: Vec<Message> = Vec::with_capacity(MAX_BATCH);
-    while messages.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    // Charges answered from the journal whose commit failed: recorded first in the next commit,
+    // their reservations held meanwhile.
+    let mut unrecorded: Vec<Job> = Vec::new();
+    let mut retry = RETRY_FIRST;
+    let mut open = true;
+    loop {
+        if unrecorded.is_empty() {
+            if !open || messages.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                break;
+            }
+            retry = RETRY_FIRST;
+        } else {
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(RETRY_MAX);
+        }
         // Requests that are ready to run go first: their charges join this commit. Each commit
         // costs a sync and two thread hand-offs, so fewer, fuller commits leave more of the core
         // to requests. No timer (tokio's are 1 ms coarse, far too long here): the writer only
@@ -316,60 +405,118 @@ async fn writer(
             while batch.len() < MAX_BATCH {
                 match messages.try_recv() {
                     Ok(message) => batch.push(message),
-                    Err(_) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
                 }
             }
         }
-        let mut records = Vec::with_capacity(batch.len());
-        let mut waiters = Vec::with_capacity(batch.len());
+        let mut records = Vec::with_capacity(unrecorded.len() + batch.len());
+        let mut waiters = Vec::with_capacity(records.capacity());
         let mut flushes = Vec::new();
-        for message in batch.drain(..) {
-            match message {
-                Message::Job(job) => {
-                    let Job {
-                        record,
-                        reserved,
-                        reply,
-                    } = job;
-                    waiters.push((record.account, reserved, reply));
-                    records.push(record);
-                }
-                Message::Flush(done) => flushes.push(done),
+        let mut folded = None;
+        let jobs =
+            unrecorded
+                .drain(..)
+                .chain(batch.drain(..).filter_map(|message| match message {
+                    Message::Job(job) => Some(job),
+                    Message::Flush(done) => {
+                        flushes.push(done);
+                        None
+                    }
+                }));
+        for job in jobs {
+            let Job {
+                record,
+                reserved,
+                reply,
+                entry,
+            } = job;
+            if let Some(n) = entry {
+                folded = Some(n + 1);
             }
+            waiters.push(Waiter {
+                account: record.account,
+                reserved,
+                reply,
+                entry,
+            });
+            records.push(record);
         }
         if records.is_empty() {
             notify(flushes);
             continue;
         }
         let count = records.len();
-        let result = store.record(records, &clock::month()).await;
+        let month = clock::month();
+        let result = match folded {
+            Some(folded) => store.record_folding(records, &month, folded).await,
+            None => store.record(records, &month).await,
+        };
         let meter = meter.upgrade();
         match result {
             Ok(outcomes) => {
-                if let Some(meter) = &meter {
-                    meter.committed(waiters.iter().zip(&outcomes).map(
-                        |((account, reserved, _), outcome)| (*account, *reserved, Some(outcome)),
-                    ));
+                if let (Some(journal), Some(folded)) = (&journal, folded) {
+                    journal.folded(folded);
                 }
-                for ((_, _, reply), outcome) in waiters.into_iter().zip(outcomes) {
-                    if let Some(reply) = reply {
+                if let Some(meter) = &meter {
+                    meter.committed(waiters.iter().zip(outcomes.iter().map(Some)));
+                }
+                for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
+                    if let Some(reply) = waiter.reply {
                         let _ = reply.send(Ok(outcome));
+                    } else if waiter.entry.is_some() && !matches!(outcome, Recorded::Done { .. }) {
+                        // Only when another process spent the account's credits meanwhile.
+                        tracing::warn!(
+                            account = waiter.account.0,
+                            outcome = ?outcome,
+                            "a charge answered from the journal could not be recorded: served \
+                             uncharged"
+                        );
                     }
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, charges = count, "recording charges failed");
-                if let Some(meter) = &meter {
-                    meter.committed(
-                        waiters
-                            .iter()
-                            .map(|(account, reserved, _)| (*account, *reserved, None)),
-                    );
-                }
-                for (_, _, reply) in waiters {
-                    if let Some(reply) = reply {
+                for waiter in waiters {
+                    // Answered already: read back from the journal, which holds it until it is
+                    // recorded, and recorded with the next commit.
+                    let kept = waiter
+                        .entry
+                        .zip(journal.as_ref())
+                        .and_then(|(n, journal)| journal.entry(n));
+                    if let Some(record) = kept {
+                        unrecorded.push(Job {
+                            record,
+                            reserved: waiter.reserved,
+                            reply: None,
+                            entry: waiter.entry,
+                        });
+                        continue;
+                    }
+                    if let Some(n) = waiter.entry {
+                        tracing::error!(
+                            entry = n,
+                            "a charge answered from the journal is not in it"
+                        );
+                    }
+                    if let Some(meter) = &meter {
+                        meter.committed(std::iter::once((&waiter, None)));
+                    }
+                    if let Some(reply) = waiter.reply {
                         let _ = reply.send(Err(e.clone()));
                     }
+                }
+                if !unrecorded.is_empty() && !open {
+                    tracing::error!(
+                        charges = unrecorded.len(),
+                        "charges answered from the journal are left in it; they are recorded \
+                         when the store is next opened"
+                    );
+                    notify(flushes);
+                    break;
                 }
             }
         }

@@ -9,7 +9,8 @@ use proptest::prelude::*;
 use tokio::task::JoinSet;
 use xgate_billing::{Meter, Refusal, clock};
 use xgate_store::accounts::{
-    Account, AccountStore, AccountTerms, KeyId, NewKey, Recorded, RequestId, RequestRecord,
+    Account, AccountStore, AccountTerms, KeyId, MintedId, NewKey, Recorded, RequestId,
+    RequestRecord,
 };
 use xgate_store_sqlite::SqliteStore;
 
@@ -39,6 +40,15 @@ fn op() -> impl Strategy<Value = Op> {
 fn record(account: &Account, key: KeyId, n: usize, status: u16, cost: i64) -> RequestRecord {
     RequestRecord {
         request_id: RequestId::Given(format!("req-{n}")),
+        ..minted(account, key, status, cost)
+    }
+}
+
+/// A record with an id of this process's own, as the server makes them: one the charge journal
+/// takes.
+fn minted(account: &Account, key: KeyId, status: u16, cost: i64) -> RequestRecord {
+    RequestRecord {
+        request_id: RequestId::Minted(MintedId::new()),
         account: account.id,
         key,
         at_ms: clock::now_ms(),
@@ -58,7 +68,17 @@ async fn run(
     key: KeyId,
     n: usize,
     op: Op,
+    journal: bool,
 ) -> bool {
+    // Through the journal a charge needs an id of the server's own; given ids take the commit's
+    // path, which finds one recorded twice.
+    let record = |status, cost| {
+        if journal {
+            minted(&account, key, status, cost)
+        } else {
+            record(&account, key, n, status, cost)
+        }
+    };
     match op {
         Op::TopUp(credits) => {
             store
@@ -69,10 +89,7 @@ async fn run(
         }
         Op::Success => match meter.reserve(account.id, 1).await {
             Ok(reservation) => {
-                let outcome = reservation
-                    .settle(record(&account, key, n, 200, 1))
-                    .await
-                    .unwrap();
+                let outcome = reservation.settle(record(200, 1)).await.unwrap();
                 matches!(outcome, Recorded::Done { .. })
             }
             Err(Refusal::Insufficient { .. }) => false,
@@ -81,7 +98,7 @@ async fn run(
         Op::Failure => {
             if let Ok(reservation) = meter.reserve(account.id, 1).await {
                 drop(reservation);
-                meter.log(record(&account, key, n, 404, 0));
+                meter.log(record(404, 0));
             }
             false
         }
@@ -96,7 +113,7 @@ async fn run(
         }
         Op::Cancelled => {
             if let Ok(reservation) = meter.reserve(account.id, 1).await {
-                let settle = reservation.settle(record(&account, key, n, 200, 1));
+                let settle = reservation.settle(record(200, 1));
                 let _ = tokio::time::timeout(Duration::ZERO, settle).await;
             }
             false
@@ -113,11 +130,17 @@ proptest! {
         initial in 0i64..8,
         allowance in 0i64..3,
         concurrency in 1usize..8,
+        journal in any::<bool>(),
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
-            let store = Arc::new(SqliteStore::open(dir.path().join("m.db")).unwrap());
+            let mut store = SqliteStore::open(dir.path().join("m.db")).unwrap();
+            if journal {
+                store = store.with_charge_journal().unwrap();
+                prop_assert!(store.charge_journal().is_some());
+            }
+            let store = Arc::new(store);
             let now = clock::now_ms();
             let account = store.ensure_account("acct", now).await.unwrap();
             let terms = AccountTerms { free_allowance: Some(allowance), rate_limit: None };
@@ -138,7 +161,7 @@ proptest! {
                 let mut set = JoinSet::new();
                 for (i, op) in chunk.iter().cloned().enumerate() {
                     let n = chunk_index * concurrency + i;
-                    set.spawn(run(meter.clone(), store.clone(), account.clone(), key, n, op));
+                    set.spawn(run(meter.clone(), store.clone(), account.clone(), key, n, op, journal));
                 }
                 while let Some(done) = set.join_next().await {
                     seen_successes += usize::from(done.unwrap());
@@ -147,6 +170,8 @@ proptest! {
             // Let fire-and-forget log lines and cancelled charges land.
             let probe = meter.reserve(account.id, 0).await.unwrap();
             let _ = probe.settle(record(&account, key, 10_000, 200, 0)).await.unwrap();
+            // Charges answered from the journal too.
+            meter.flush().await;
 
             let audit = store.audit(account.id).await.unwrap();
             prop_assert!(audit.balanced(), "{audit:?}");
@@ -184,30 +209,120 @@ async fn account_with_key(store: &SqliteStore, credits: i64, key_byte: u8) -> (A
     (account, key)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_never_overdraw() {
+    // Charges that wait for their commit, and charges answered from the journal.
+    for journal in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path().join("c.db")).unwrap();
+        if journal {
+            store = store.with_charge_journal().unwrap();
+        }
+        let store = Arc::new(store);
+        let (account, key) = account_with_key(&store, 25, 2).await;
+        let meter = Meter::start(store.clone());
+        let mut set = JoinSet::new();
+        for n in 0..200 {
+            set.spawn(run(
+                meter.clone(),
+                store.clone(),
+                account.clone(),
+                key,
+                n,
+                Op::Success,
+                journal,
+            ));
+        }
+        let mut successes = 0;
+        while let Some(done) = set.join_next().await {
+            successes += usize::from(done.unwrap());
+        }
+        assert_eq!(successes, 25, "journal: {journal}");
+        meter.flush().await;
+        let audit = store.audit(account.id).await.unwrap();
+        assert_eq!((audit.balance, audit.paid), (0, 25), "journal: {journal}");
+        assert_eq!(meter.remaining(account.id).await.unwrap(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charges_the_writer_recorded_are_not_recorded_again_from_the_journal() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path().join("c.db")).unwrap());
-    let (account, key) = account_with_key(&store, 25, 2).await;
+    let db = dir.path().join("r.db");
+    let store = SqliteStore::open(&db)
+        .unwrap()
+        .with_charge_journal()
+        .unwrap();
+    let store = Arc::new(store);
+    let (account, key) = account_with_key(&store, 50, 6).await;
     let meter = Meter::start(store.clone());
-    let mut set = JoinSet::new();
-    for n in 0..200 {
-        set.spawn(run(
-            meter.clone(),
-            store.clone(),
-            account.clone(),
-            key,
-            n,
-            Op::Success,
-        ));
+    for _ in 0..10 {
+        let reservation = meter.reserve(account.id, 1).await.unwrap();
+        let outcome = reservation.settle(minted(&account, key, 200, 1)).await;
+        assert!(matches!(outcome, Ok(Recorded::Done { .. })), "{outcome:?}");
     }
-    let mut successes = 0;
-    while let Some(done) = set.join_next().await {
-        successes += usize::from(done.unwrap());
+    meter.flush().await;
+    assert_eq!(store.audit(account.id).await.unwrap().paid, 10);
+    drop(meter);
+    // The writer's task holds the store until it sees the meter gone.
+    while Arc::strong_count(&store) > 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(successes, 25);
+    drop(store);
+    let store = SqliteStore::open(&db).unwrap();
     let audit = store.audit(account.id).await.unwrap();
-    assert_eq!((audit.balance, audit.paid), (0, 25));
+    assert_eq!((audit.paid, audit.balance), (10, 40));
+}
+
+#[test]
+fn charges_answered_from_the_journal_outlive_their_writer() {
+    // A server stops while its charges are answered and unrecorded: the runtime (and the
+    // meter's writer with it) is dropped without a flush. Whatever the writer recorded before,
+    // the store, opened again, holds every answered charge exactly once.
+    const CHARGES: i64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.db");
+    let (account, answered) = {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let out = rt.block_on(async {
+            let store = SqliteStore::open(&db)
+                .unwrap()
+                .with_charge_journal()
+                .unwrap();
+            let store = Arc::new(store);
+            let (account, key) = account_with_key(&store, 100, 5).await;
+            let meter = Meter::start(store.clone());
+            let mut answered = 0;
+            for _ in 0..CHARGES {
+                let reservation = meter.reserve(account.id, 1).await.unwrap();
+                let outcome = reservation.settle(minted(&account, key, 200, 1)).await;
+                if let Ok(Recorded::Done {
+                    balance, free_left, ..
+                }) = outcome
+                {
+                    answered += 1;
+                    assert_eq!(balance + free_left, 100 - answered);
+                }
+            }
+            (account, answered)
+        });
+        drop(rt);
+        out
+    };
+    assert_eq!(answered, CHARGES);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open(&db).unwrap();
+        let audit = store.audit(account.id).await.unwrap();
+        assert_eq!((audit.paid, audit.balance), (CHARGES, 100 - CHARGES));
+        assert!(audit.balanced(), "{audit:?}");
+    });
 }
 
 #[tokio::test]

@@ -2,16 +2,19 @@
 //! so the read-check-write of a charge cannot interleave with another.
 
 use std::collections::hash_map::Entry as Slot;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use foldhash::HashMap;
+use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
-use xgate_store::StoreResult;
 use xgate_store::accounts::RequestId as Id;
 use xgate_store::accounts::{
     Account, AccountId, AccountStore, AccountTerms, Audit, KeyAuth, KeyId, KeyInfo, KeySelector,
     NewKey, RateTaken, Recorded, RequestRecord, Split, StoredResponse, UsageDay, UsageRow,
 };
+use xgate_store::journal::{ChargeJournal, Mark};
+use xgate_store::{StoreError, StoreResult};
 
 use crate::SqliteStore;
 use crate::ledger::{self, Entry, RequestId};
@@ -84,15 +87,103 @@ fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
 /// batch), or a refused request with an id of its own (a retry of one recorded before is a
 /// duplicate, not a refusal), rolls that attempt back, and the batch is written again a request
 /// at a time, so the duplicate is found and charged nothing.
-fn record_batch(
+///
+/// `mark`, when given, is written in the same transaction: the charge journal's entries before
+/// it are then in the ledger (`xgate_store::journal`).
+pub(crate) fn record_batch(
     conn: &mut Connection,
     batch: &[RequestRecord],
     month: &str,
+    mark: Option<Mark>,
 ) -> rusqlite::Result<Vec<Recorded>> {
-    match record_new(conn, batch, month)? {
+    match record_new(conn, batch, month, mark)? {
         Some(outcomes) => Ok(outcomes),
-        None => record_row_by_row(conn, batch, month),
+        None => record_row_by_row(conn, batch, month, mark),
     }
+}
+
+/// The store's mark of its charge journal, if it has one.
+pub(crate) fn journal_mark(conn: &Connection) -> rusqlite::Result<Option<Mark>> {
+    conn.query_row(
+        "SELECT journal, folded FROM charge_journal WHERE only = 1",
+        [],
+        |row| {
+            let id: Vec<u8> = row.get(0)?;
+            let folded: i64 = row.get(1)?;
+            Ok((id, folded))
+        },
+    )
+    .optional()?
+    .map(|(id, folded)| {
+        let id = <[u8; 16]>::try_from(id.as_slice()).map_err(|_| {
+            rusqlite::Error::FromSqlConversionFailure(
+                0,
+                Type::Blob,
+                "a journal id of 16 bytes".into(),
+            )
+        })?;
+        let folded = u64::try_from(folded).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(1, Type::Integer, Box::new(e))
+        })?;
+        Ok(Mark { id, folded })
+    })
+    .transpose()
+}
+
+/// Records the charge journal's entries `unfolded` (numbered, in order) a month's run at a time,
+/// each run's transaction moving `journal`'s mark past its last entry, so that a crash between two
+/// runs records neither twice. Each entry's free allowance is that of the month it was served in.
+/// With nothing to record, the mark (a new journal's) is written alone.
+pub(crate) fn record_unfolded(
+    conn: &mut Connection,
+    unfolded: &[(u64, RequestRecord)],
+    journal: &ChargeJournal,
+) -> rusqlite::Result<()> {
+    if unfolded.is_empty() {
+        let tx = immediate(conn)?;
+        write_mark(&tx, Some(journal.mark(journal.next())))?;
+        return tx.commit();
+    }
+    for run in unfolded.chunk_by(|(_, a), (_, b)| month_of(a.at_ms) == month_of(b.at_ms)) {
+        let records: Vec<RequestRecord> = run.iter().map(|(_, record)| record.clone()).collect();
+        let after = run.last().map_or(0, |(n, _)| n + 1);
+        let month = month_of(records[0].at_ms);
+        let outcomes = record_batch(conn, &records, &month, Some(journal.mark(after)))?;
+        let refused = outcomes
+            .iter()
+            .filter(|outcome| !matches!(outcome, Recorded::Done { .. }))
+            .count();
+        if refused > 0 {
+            tracing::warn!(
+                refused,
+                "charges answered by a stopped server that their accounts could not cover: \
+                 served uncharged"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The UTC month of `ms`, `YYYY-MM`, as free allowances are counted.
+fn month_of(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m")
+        .to_string()
+}
+
+fn write_mark(tx: &Connection, mark: Option<Mark>) -> rusqlite::Result<()> {
+    let Some(mark) = mark else {
+        return Ok(());
+    };
+    let folded = i64::try_from(mark.folded)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    tx.prepare_cached(
+        "INSERT INTO charge_journal (only, journal, folded) VALUES (1, ?1, ?2)
+         ON CONFLICT (only) DO UPDATE SET journal = excluded.journal, folded = excluded.folded",
+    )?
+    .execute(params![&mark.id[..], folded])?;
+    Ok(())
 }
 
 /// Records `batch` in one transaction with its request ids claimed in multi-row `INSERT`s;
@@ -101,6 +192,7 @@ fn record_new(
     conn: &mut Connection,
     batch: &[RequestRecord],
     month: &str,
+    mark: Option<Mark>,
 ) -> rusqlite::Result<Option<Vec<Recorded>>> {
     let tx = immediate(conn)?;
     let mut books = Books::default();
@@ -133,6 +225,7 @@ fn record_new(
     }
     write_rows(&tx, &rows)?;
     books.write(&tx)?;
+    write_mark(&tx, mark)?;
     tx.commit()?;
     Ok(Some(outcomes))
 }
@@ -143,6 +236,7 @@ fn record_row_by_row(
     conn: &mut Connection,
     batch: &[RequestRecord],
     month: &str,
+    mark: Option<Mark>,
 ) -> rusqlite::Result<Vec<Recorded>> {
     let tx = immediate(conn)?;
     let mut books = Books::default();
@@ -174,6 +268,7 @@ fn record_row_by_row(
     }
     write_rows(&tx, &rows)?;
     books.write(&tx)?;
+    write_mark(&tx, mark)?;
     tx.commit()?;
     Ok(outcomes)
 }
@@ -462,7 +557,28 @@ impl AccountStore for SqliteStore {
 
     async fn record(&self, batch: Vec<RequestRecord>, month: &str) -> StoreResult<Vec<Recorded>> {
         let month = month.to_owned();
-        self.write_here(move |conn| record_batch(conn, &batch, &month))
+        self.write_here(move |conn| record_batch(conn, &batch, &month, None))
+            .await
+    }
+
+    fn charge_journal(&self) -> Option<Arc<ChargeJournal>> {
+        self.journal.clone()
+    }
+
+    async fn record_folding(
+        &self,
+        batch: Vec<RequestRecord>,
+        month: &str,
+        folded: u64,
+    ) -> StoreResult<Vec<Recorded>> {
+        let Some(journal) = &self.journal else {
+            return Err(StoreError::Backend(
+                "this store has no charge journal open".into(),
+            ));
+        };
+        let mark = journal.mark(folded);
+        let month = month.to_owned();
+        self.write_here(move |conn| record_batch(conn, &batch, &month, Some(mark)))
             .await
     }
 

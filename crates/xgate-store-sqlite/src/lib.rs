@@ -25,6 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use xgate_model::{TweetId, TweetRecord, UserId};
+use xgate_store::journal::{self, ChargeJournal, OpenError, Opened};
 use xgate_store::sortable::{from_column, to_column};
 use xgate_store::{
     PageInfo, Store, StoreError, StoreResult, StoredTweet, UpsertSummary, UserSummary,
@@ -136,6 +137,9 @@ pub struct SqliteStore {
     ledger_sync: Option<wal_sync::WalSync>,
     /// Whether a commit of charges waits for its sync.
     charges: LedgerSync,
+    /// The charge journal, held open by a store that serves charges with it
+    /// ([`SqliteStore::with_charge_journal`]).
+    journal: Option<Arc<ChargeJournal>>,
 }
 
 impl Drop for SqliteStore {
@@ -318,7 +322,81 @@ impl SqliteStore {
             read_cache_kib: kib(READ_CACHE_BYTES),
             ledger_sync,
             charges: LedgerSync::default(),
+            journal: None,
         })
+        .and_then(|store| {
+            if durability == Durability::Synced {
+                // Charges a process that died had answered but not recorded: into the ledger
+                // before anything else reads it. A process serving the store holds its journal,
+                // and records them itself.
+                let journal = Self::journal_path(&store.path);
+                if journal.try_exists().map_err(|e| open_error(&journal, e))? {
+                    match store.open_journal() {
+                        Ok(_) | Err(OpenError::Busy(_)) => {}
+                        Err(OpenError::Store(e)) => return Err(e),
+                    }
+                }
+            }
+            Ok(store)
+        })
+    }
+
+    /// The same store, keeping its charge journal open: a charge the server's meter writes there
+    /// is answered before it is recorded (`xgate_store::journal`). If another process holds the
+    /// journal (a second server on the same files), the store keeps none, and its charges are
+    /// recorded before they are answered. Call it before the store is used.
+    pub fn with_charge_journal(mut self) -> StoreResult<Self> {
+        match self.open_journal() {
+            Ok(journal) => self.journal = Some(Arc::new(journal)),
+            Err(OpenError::Busy(path)) => tracing::warn!(
+                journal = %path.display(),
+                "another process holds the charge journal: charges are recorded before they \
+                 are answered"
+            ),
+            Err(OpenError::Store(e)) => return Err(e),
+        }
+        Ok(self)
+    }
+
+    /// Where the store's charge journal lives: the store's path with `-charges` appended.
+    pub fn journal_path(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push("-charges");
+        PathBuf::from(name)
+    }
+
+    /// Opens the charge journal (made if there is none), records what it holds beyond the
+    /// store's mark, and moves the mark past it, synced to disk before this returns.
+    fn open_journal(&self) -> Result<ChargeJournal, OpenError> {
+        let path = Self::journal_path(&self.path);
+        let mut conn = lock(&self.writer);
+        let mark = accounts::journal_mark(&conn).map_err(store_error)?;
+        let Opened { journal, unfolded } =
+            ChargeJournal::open(&path, mark, journal::DEFAULT_SLOTS)?;
+        if mark.is_none() || !unfolded.is_empty() {
+            if !unfolded.is_empty() {
+                tracing::warn!(
+                    journal = %path.display(),
+                    charges = unfolded.len(),
+                    "recording the charges a stopped server answered but had not recorded"
+                );
+            }
+            // Synced by SQLite itself, as every commit is when the ledger's log has no thread of
+            // its own: this runs before anything is served.
+            let synced = self.ledger_sync.is_some();
+            if synced {
+                conn.pragma_update(Some(LEDGER), "synchronous", "FULL")
+                    .map_err(store_error)?;
+            }
+            let recorded = accounts::record_unfolded(&mut conn, &unfolded, &journal);
+            if synced {
+                conn.pragma_update(Some(LEDGER), "synchronous", "NORMAL")
+                    .map_err(store_error)?;
+            }
+            recorded.map_err(store_error)?;
+        }
+        journal.folded(journal.next());
+        Ok(journal)
     }
 
     /// The same store with its commits of charges ended as `mode` says (by default

@@ -260,6 +260,17 @@ const LEDGER_MIGRATIONS: &[LedgerStep] = &[
     ",
         pack_requests,
     ),
+    // 5: the charge journal's mark (xgate_store::journal): the journal's id and the number of
+    // its first entry not yet in the ledger, moved in the transaction that records entries.
+    LedgerStep::Sql(
+        "
+    CREATE TABLE ledger.charge_journal (
+        only    INTEGER PRIMARY KEY CHECK (only = 1),
+        journal BLOB NOT NULL CHECK (length(journal) = 16),
+        folded  INTEGER NOT NULL CHECK (folded >= 0)
+    );
+    ",
+    ),
 ];
 
 /// A step of the ledger file's schema.
@@ -408,9 +419,10 @@ mod tests {
         "rate_limits",
     ];
     /// The ledger file's tables now: `requests` packed into the last two.
-    const LEDGER_TABLES: [&str; 7] = [
+    const LEDGER_TABLES: [&str; 8] = [
         "accounts",
         "api_keys",
+        "charge_journal",
         "credit_grants",
         "idempotency",
         "rate_limits",
@@ -467,7 +479,8 @@ mod tests {
                 "{table} is still in main"
             );
         }
-        for table in LEDGER_TABLES {
+        // The journal's mark came after the move: nothing of it was in main.
+        for table in LEDGER_TABLES.iter().filter(|t| **t != "charge_journal") {
             let rows: i64 = conn
                 .query_row(&format!("SELECT count(*) FROM ledger.{table}"), [], |r| {
                     r.get(0)

@@ -8,10 +8,12 @@
 //! - a charge, its ledger row and its idempotent response are written together or not at all.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::StoreResult;
+use crate::journal::ChargeJournal;
+use crate::{StoreError, StoreResult};
 
 /// An account's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -181,6 +183,12 @@ impl MintedId {
         MintedId(uuid::Uuid::now_v7())
     }
 
+    /// An id an earlier process minted, read back from its charge journal
+    /// ([`crate::journal`]), which records each of its entries once.
+    pub(crate) fn from_journal(bytes: [u8; 16]) -> MintedId {
+        MintedId(uuid::Uuid::from_bytes(bytes))
+    }
+
     /// Its 16 bytes, as a store keeps a UUID.
     pub fn bytes(&self) -> [u8; 16] {
         self.0.into_bytes()
@@ -333,6 +341,27 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Records requests in one transaction, in order, each charge applied only if the account can
     /// cover it (free allowance of `month` first). Also marks the keys as used.
     async fn record(&self, batch: Vec<RequestRecord>, month: &str) -> StoreResult<Vec<Recorded>>;
+
+    /// The charge journal this store keeps for the process serving it, if it keeps one
+    /// ([`crate::journal`]): a charge written there may be answered before it is recorded, and
+    /// is then recorded with [`AccountStore::record_folding`].
+    fn charge_journal(&self) -> Option<Arc<ChargeJournal>> {
+        None
+    }
+
+    /// [`AccountStore::record`], noting in the same transaction that the charge journal's entries
+    /// before `folded` are recorded. Only a store with a charge journal takes it.
+    async fn record_folding(
+        &self,
+        batch: Vec<RequestRecord>,
+        month: &str,
+        folded: u64,
+    ) -> StoreResult<Vec<Recorded>> {
+        let _ = (batch, month, folded);
+        Err(StoreError::Backend(
+            "this store keeps no charge journal".into(),
+        ))
+    }
 
     /// A response kept under `key` for `account`, if younger than `not_before_ms`.
     async fn idempotent_response(

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use xgate_model::{TweetId, TweetRecord, UserId};
 
 pub mod accounts;
+pub mod journal;
 pub mod sortable;
 #[cfg(feature = "story")]
 pub mod story;

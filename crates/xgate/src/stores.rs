@@ -38,25 +38,30 @@ pub async fn open(db: &Path, usage: Use) -> anyhow::Result<Arc<dyn Backend>> {
     Ok(Arc::new(store))
 }
 
-/// `--ledger-sync`: when an SQLite store's commits of charges reach the disk.
+/// `--ledger-sync`: what a charged response waits for on an SQLite store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LedgerSyncArg {
+    /// The charge committed, its sync begun.
     Background,
+    /// The charge committed and synced.
     BeforeResponse,
+    /// The charge written to the charge journal; committed and synced after.
+    Journal,
 }
 
 impl From<LedgerSyncArg> for LedgerSync {
     fn from(arg: LedgerSyncArg) -> LedgerSync {
         match arg {
-            LedgerSyncArg::Background => LedgerSync::Background,
+            // The journal's commits are the background's: no response waits for them.
+            LedgerSyncArg::Background | LedgerSyncArg::Journal => LedgerSync::Background,
             LedgerSyncArg::BeforeResponse => LedgerSync::BeforeResponse,
         }
     }
 }
 
 /// Opens (and migrates) the store `db` names, to serve it: an SQLite store's readers get
-/// `read_cache` bytes of page cache, and its commits of charges are synced as `ledger_sync` says
-/// (the store's default when `None`; refused on PostgreSQL, whose own settings decide).
+/// `read_cache` bytes of page cache, and its charges are answered as `ledger_sync` says (the
+/// store's default when `None`; refused on PostgreSQL, whose own settings decide).
 pub async fn open_to_serve(
     db: &Path,
     read_cache: usize,
@@ -71,10 +76,15 @@ pub async fn open_to_serve(
         }
         return open(db, Use::Serve).await;
     }
-    let store = SqliteStore::open(db)
+    let mut store = SqliteStore::open(db)
         .with_context(|| format!("opening the store {}", db.display()))?
         .with_read_cache(read_cache)
         .with_ledger_sync(ledger_sync.map_or_else(LedgerSync::default, LedgerSync::from));
+    if ledger_sync == Some(LedgerSyncArg::Journal) {
+        store = store
+            .with_charge_journal()
+            .with_context(|| format!("opening the charge journal of {}", db.display()))?;
+    }
     Ok(Arc::new(store))
 }
 

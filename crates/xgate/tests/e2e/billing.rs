@@ -68,8 +68,13 @@ async fn n_credits_buy_exactly_n_successes_however_many_ask_at_once() {
 
 #[tokio::test]
 async fn a_crash_mid_load_leaves_the_books_balanced() {
-    // Charges synced as their responses leave (the default), and synced before.
-    for options in [&[][..], &["--ledger-sync", "before-response"]] {
+    // Charges synced as their responses leave (the default), synced before, and answered from
+    // the charge journal.
+    for options in [
+        &[][..],
+        &["--ledger-sync", "before-response"],
+        &["--ledger-sync", "journal"],
+    ] {
         crash_mid_load(options).await;
     }
 }
@@ -130,6 +135,92 @@ async fn crash_mid_load(options: &[&str]) {
     assert!(server.stop());
     let after = books(&db, "crash");
     assert_eq!(after["charged"].as_i64().unwrap(), charged + 1);
+    assert_eq!(after["balanced"], true);
+}
+
+const JOURNAL: &[&str] = &["--ledger-sync", "journal"];
+
+#[tokio::test]
+async fn charges_answered_while_the_ledger_is_held_survive_a_kill() {
+    // Another process holds the ledger's write lock, so the server can commit nothing: every
+    // response below is answered from the charge journal alone. Killed, the server leaves those
+    // charges in the journal only; the next process to open the store records each once.
+    const REQUESTS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_store(dir.path());
+    let key = create_key(&db, "held", 1_000);
+    let server = Server::start(dir.path(), JOURNAL);
+    let client = reqwest::Client::new();
+    let ledger =
+        rusqlite::Connection::open(xgate_store_sqlite::SqliteStore::ledger_path(&db)).unwrap();
+    ledger.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..REQUESTS {
+        let (client, base, key) = (client.clone(), server.base.clone(), key.clone());
+        tasks.spawn(async move { page(&client, &base, &key).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (status, body) = done.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let during = ledger
+        .query_row("SELECT count(*) FROM request_chunks", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .unwrap();
+    assert_eq!(during, 0, "nothing was committed while the lock was held");
+    server.kill();
+    ledger.execute_batch("ROLLBACK").unwrap();
+    drop(ledger);
+
+    let books_after = books(&db, "held");
+    assert_eq!(books_after["charged"], REQUESTS, "{books_after}");
+    assert_eq!(books_after["balance"], 1_000 - REQUESTS, "{books_after}");
+    assert_eq!(books_after["balanced"], true);
+
+    // Recorded once: a new server and the CLI find the same books, and charge on from them.
+    let server = Server::start(dir.path(), JOURNAL);
+    assert_eq!(page(&client, &server.base, &key).await.0, 200);
+    assert!(server.stop());
+    assert_eq!(books(&db, "held")["charged"], REQUESTS + 1);
+}
+
+#[tokio::test]
+async fn charges_answered_while_the_ledger_is_held_are_recorded_once_it_is_free() {
+    // Held longer than the writer's busy timeout (5 s), so that its commit fails and it must
+    // record the answered charges again later, in this process.
+    const REQUESTS: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_store(dir.path());
+    let key = create_key(&db, "retried", 100);
+    let server = Server::start(dir.path(), JOURNAL);
+    let client = reqwest::Client::new();
+    let ledger =
+        rusqlite::Connection::open(xgate_store_sqlite::SqliteStore::ledger_path(&db)).unwrap();
+    ledger.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for _ in 0..REQUESTS {
+        assert_eq!(page(&client, &server.base, &key).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    ledger.execute_batch("ROLLBACK").unwrap();
+    drop(ledger);
+
+    // The running server holds the journal: what the CLI reads is what the server recorded.
+    let mut charged = 0;
+    for _ in 0..200 {
+        charged = books(&db, "retried")["charged"].as_u64().unwrap();
+        if charged == REQUESTS as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(charged, REQUESTS as u64);
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    assert!(log.contains("recording charges failed"), "{log}");
+    assert!(server.stop());
+    let after = books(&db, "retried");
+    assert_eq!(after["charged"], REQUESTS, "{after}");
     assert_eq!(after["balanced"], true);
 }
 
