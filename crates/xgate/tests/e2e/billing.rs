@@ -140,6 +140,15 @@ async fn crash_mid_load(options: &[&str]) {
 
 const JOURNAL: &[&str] = &["--ledger-sync", "journal"];
 
+/// A write transaction on the store's ledger, as another process would hold one: nothing can
+/// commit to the ledger until it is rolled back.
+fn hold_ledger(db: &Path) -> rusqlite::Connection {
+    let ledger =
+        rusqlite::Connection::open(xgate_store_sqlite::SqliteStore::ledger_path(db)).unwrap();
+    ledger.execute_batch("BEGIN IMMEDIATE").unwrap();
+    ledger
+}
+
 #[tokio::test]
 async fn charges_answered_while_the_ledger_is_held_survive_a_kill() {
     // Another process holds the ledger's write lock, so the server can commit nothing: every
@@ -151,9 +160,7 @@ async fn charges_answered_while_the_ledger_is_held_survive_a_kill() {
     let key = create_key(&db, "held", 1_000);
     let server = Server::start(dir.path(), JOURNAL);
     let client = reqwest::Client::new();
-    let ledger =
-        rusqlite::Connection::open(xgate_store_sqlite::SqliteStore::ledger_path(&db)).unwrap();
-    ledger.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let ledger = hold_ledger(&db);
 
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..REQUESTS {
@@ -196,9 +203,7 @@ async fn charges_answered_while_the_ledger_is_held_are_recorded_once_it_is_free(
     let key = create_key(&db, "retried", 100);
     let server = Server::start(dir.path(), JOURNAL);
     let client = reqwest::Client::new();
-    let ledger =
-        rusqlite::Connection::open(xgate_store_sqlite::SqliteStore::ledger_path(&db)).unwrap();
-    ledger.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let ledger = hold_ledger(&db);
     for _ in 0..REQUESTS {
         assert_eq!(page(&client, &server.base, &key).await.0, 200);
     }
