@@ -215,3 +215,51 @@ async fn a_full_journal_takes_no_more_until_the_store_records_it() {
         Some(DEFAULT_SLOTS)
     );
 }
+
+#[tokio::test]
+async fn recovered_charges_take_the_free_allowance_of_the_month_they_were_served_in() {
+    // 2026-11-30 23:59 and 2026-12-01 00:01 UTC.
+    const NOVEMBER: i64 = 1_796_083_140_000;
+    const DECEMBER: i64 = 1_796_083_260_000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("j.db");
+    let (store, account, key) = store_with_account(&db, 10).await;
+    let terms = xgate_store::accounts::AccountTerms {
+        free_allowance: Some(2),
+        rate_limit: None,
+    };
+    store.set_terms(account, terms).await.unwrap();
+    let store = store.with_charge_journal().unwrap();
+    let at = |ms, n| RequestRecord {
+        at_ms: ms,
+        ..charge(account, key, n)
+    };
+    // Three in November (two free, one paid), two in December (both free again).
+    let records = vec![
+        at(NOVEMBER, 0),
+        at(NOVEMBER, 0),
+        at(NOVEMBER, 0),
+        at(DECEMBER, 0),
+        at(DECEMBER, 0),
+    ];
+    answer(&store.charge_journal().unwrap(), &records);
+    drop(store);
+
+    let store = SqliteStore::open(&db).unwrap();
+    assert_eq!(paid(&store, account).await, 1);
+    let usage = store.usage(account, 0, None, 100).await.unwrap();
+    let mut free: Vec<(i64, i64)> = usage.iter().map(|row| (row.at_ms, row.free)).collect();
+    free.sort();
+    assert_eq!(
+        free,
+        vec![
+            (NOVEMBER, 0),
+            (NOVEMBER, 1),
+            (NOVEMBER, 1),
+            (DECEMBER, 1),
+            (DECEMBER, 1)
+        ]
+    );
+    let account = store.account(account).await.unwrap().unwrap();
+    assert_eq!(account.free_left("2026-12"), 0);
+}
