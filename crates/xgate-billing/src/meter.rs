@@ -23,6 +23,7 @@
 //! The writer task, not the waiting request, applies each commit's outcome to the in-memory
 //! account, so a request cancelled while its charge commits leaves the books and the cache right.
 
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -82,12 +83,57 @@ struct Local {
     reserved: i64,
     /// Of `reserved`, the credits of charges answered from the journal and not yet recorded.
     journaled: i64,
+    /// Charges of the account in commits under way: the store may hold them already, while
+    /// `reserved` still does.
+    committing: u32,
+    /// Charges of the account whose commits have ended: a read of the account during which this
+    /// moved may have seen the store before or after them.
+    committed: u64,
     read_at: Instant,
 }
 
+/// Where an account's commits stood when a read of it began: `None` if this node did not know
+/// the account yet.
+type ReadMark = Option<(u64, u32)>;
+
 impl Local {
+    fn new(account: &Account, month: &Arc<str>) -> Local {
+        Local {
+            balance: account.balance,
+            free_left: account.free_left(month),
+            month: Arc::clone(month),
+            reserved: 0,
+            journaled: 0,
+            committing: 0,
+            committed: 0,
+            read_at: Instant::now(),
+        }
+    }
+
     fn available(&self) -> i64 {
         self.balance + self.free_left - self.reserved
+    }
+
+    fn mark(&self) -> ReadMark {
+        Some((self.committed, self.committing))
+    }
+
+    /// Takes `account` as read from the store, the read having begun at `mark`, unless a commit
+    /// of the account's charges was under way at any moment of the read: the store may then have
+    /// held charges that `reserved` still counts, and the read would count them twice (refusing
+    /// requests the account can pay for), or not hold charges this node has already released.
+    /// That commit's own outcome brings the balance up to date instead. A read for a new month
+    /// is always taken: the free allowance must be the month's.
+    fn take_read(&mut self, account: &Account, month: &Arc<str>, mark: ReadMark) -> bool {
+        let quiet = self.committing == 0 && mark == Some((self.committed, 0));
+        if !quiet && self.month == *month {
+            return false;
+        }
+        self.balance = account.balance;
+        self.free_left = account.free_left(month);
+        self.month = Arc::clone(month);
+        self.read_at = Instant::now();
+        true
     }
 }
 
@@ -157,30 +203,50 @@ impl Meter {
                     }
                 }
             }
+            let mark = self.read_mark(account);
             let fresh = self
                 .store
                 .account(account)
                 .await?
                 .ok_or(Refusal::UnknownAccount)?;
-            self.refresh(&fresh, &month);
+            self.refresh(&fresh, &month, mark);
             reread = true;
         }
     }
 
-    fn refresh(&self, account: &Account, month: &Arc<str>) {
+    fn read_mark(&self, account: AccountId) -> ReadMark {
+        self.accounts().get(&account).and_then(Local::mark)
+    }
+
+    /// Takes `account`, read from the store since `mark`, as this node's view of it where that
+    /// is safe ([`Local::take_read`]).
+    fn refresh(&self, account: &Account, month: &Arc<str>, mark: ReadMark) {
+        match self.accounts().entry(account.id) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(Local::new(account, month));
+            }
+            Entry::Occupied(mut known) => {
+                known.get_mut().take_read(account, month, mark);
+            }
+        }
+    }
+
+    /// Counts the charges of `waiters` as being committed, before their commit begins.
+    fn committing(&self, waiters: &[Waiter]) {
         let mut accounts = self.accounts();
-        let local = accounts.entry(account.id).or_insert_with(|| Local {
-            balance: 0,
-            free_left: 0,
-            month: Arc::clone(month),
-            reserved: 0,
-            journaled: 0,
-            read_at: Instant::now(),
-        });
-        local.balance = account.balance;
-        local.free_left = account.free_left(month);
-        local.month = Arc::clone(month);
-        local.read_at = Instant::now();
+        for waiter in waiters {
+            if let Some(local) = accounts.get_mut(&waiter.account) {
+                local.committing += 1;
+            }
+        }
+    }
+
+    /// A charge whose commit failed and which stays held, to be committed again.
+    fn held_over(&self, waiter: &Waiter) {
+        if let Some(local) = self.accounts().get_mut(&waiter.account) {
+            local.committing = local.committing.saturating_sub(1);
+            local.committed += 1;
+        }
     }
 
     /// Credits `account` has left as this node knows it (free and purchased, less reservations).
@@ -189,9 +255,10 @@ impl Meter {
         if let Some(local) = self.accounts().get(&account).filter(|l| l.month == month) {
             return Ok(local.available().max(0));
         }
+        let mark = self.read_mark(account);
         match self.store.account(account).await? {
             Some(fresh) => {
-                self.refresh(&fresh, &month);
+                self.refresh(&fresh, &month, mark);
                 Ok((fresh.balance + fresh.free_left(&month)).max(0))
             }
             None => Ok(0),
@@ -267,6 +334,9 @@ impl Meter {
 
 /// Applies one committed outcome, read at `now`, to what this node knows of its account.
 fn apply(local: &mut Local, waiter: &Waiter, outcome: Option<&Recorded>, now: Instant) {
+    // Saturating: a log line's account may have become known while its commit ran.
+    local.committing = local.committing.saturating_sub(1);
+    local.committed += 1;
     local.reserved -= waiter.reserved;
     if waiter.entry.is_some() {
         local.journaled -= waiter.reserved;
@@ -451,11 +521,14 @@ async fn writer(
         }
         let count = records.len();
         let month = clock::month();
+        let meter = meter.upgrade();
+        if let Some(meter) = &meter {
+            meter.committing(&waiters);
+        }
         let result = match folded {
             Some(folded) => store.record_folding(records, &month, folded).await,
             None => store.record(records, &month).await,
         };
-        let meter = meter.upgrade();
         match result {
             Ok(outcomes) => {
                 if let (Some(journal), Some(folded)) = (&journal, folded) {
@@ -488,6 +561,9 @@ async fn writer(
                         .zip(journal.as_ref())
                         .and_then(|(n, journal)| journal.entry(n));
                     if let Some(record) = kept {
+                        if let Some(meter) = &meter {
+                            meter.held_over(&waiter);
+                        }
                         unrecorded.push(Job {
                             record,
                             reserved: waiter.reserved,
@@ -527,5 +603,110 @@ async fn writer(
 fn notify(flushes: Vec<oneshot::Sender<()>>) {
     for done in flushes {
         let _ = done.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(balance: i64) -> Account {
+        Account {
+            id: AccountId(1),
+            name: "a".into(),
+            balance,
+            free_allowance: 0,
+            free_used: 0,
+            free_period: String::new(),
+            rate_limit: None,
+            created_ms: 0,
+        }
+    }
+
+    fn waiter(reserved: i64) -> Waiter {
+        Waiter {
+            account: AccountId(1),
+            reserved,
+            reply: None,
+            entry: None,
+        }
+    }
+
+    /// An account of 10 credits with 4 reserved, as this node knows it.
+    fn known(month: &Arc<str>) -> Local {
+        let mut local = Local::new(&account(10), month);
+        local.reserved = 4;
+        local
+    }
+
+    fn commit_starts(local: &mut Local) {
+        local.committing += 1;
+    }
+
+    fn commit_ends(local: &mut Local, balance: i64) {
+        let outcome = Recorded::Done {
+            paid: 4,
+            free: 0,
+            balance,
+            free_left: 0,
+        };
+        apply(local, &waiter(4), Some(&outcome), Instant::now());
+    }
+
+    #[test]
+    fn a_read_with_no_commit_about_is_taken() {
+        let month: Arc<str> = "2026-12".into();
+        let mut local = known(&month);
+        let mark = local.mark();
+        // A top-up elsewhere: 10 more.
+        assert!(local.take_read(&account(20), &month, mark));
+        assert_eq!(local.available(), 16);
+    }
+
+    #[test]
+    fn a_read_that_may_have_seen_a_commit_not_yet_released_is_not_taken() {
+        // The store holds the commit's 4 credits charged (balance 6) while this node still
+        // holds them reserved: taken, the read would leave 2 available instead of 6.
+        let month: Arc<str> = "2026-12".into();
+        let mut local = known(&month);
+        commit_starts(&mut local);
+        let mark = local.mark();
+        assert!(!local.take_read(&account(6), &month, mark));
+        commit_ends(&mut local, 6);
+        assert_eq!(local.available(), 6);
+    }
+
+    #[test]
+    fn a_read_a_whole_commit_ran_during_is_not_taken() {
+        // Read before the commit reached the store (balance 10), taken after the commit's outcome
+        // released the reservation: taken, it would leave 10 available instead of 6.
+        let month: Arc<str> = "2026-12".into();
+        let mut local = known(&month);
+        let mark = local.mark();
+        commit_starts(&mut local);
+        commit_ends(&mut local, 6);
+        assert!(!local.take_read(&account(10), &month, mark));
+        assert_eq!(local.available(), 6);
+        // The next read, with nothing under way, is taken.
+        let mark = local.mark();
+        assert!(local.take_read(&account(6), &month, mark));
+    }
+
+    #[test]
+    fn a_new_month_is_always_read() {
+        let month: Arc<str> = "2026-12".into();
+        let mut local = known(&month);
+        commit_starts(&mut local);
+        let mark = local.mark();
+        let next: Arc<str> = "2027-01".into();
+        assert!(local.take_read(&account(10), &next, mark));
+        assert_eq!(local.month, next);
+    }
+
+    #[test]
+    fn a_read_begun_before_this_node_knew_the_account_is_not_taken_over_it() {
+        let month: Arc<str> = "2026-12".into();
+        let mut local = known(&month);
+        assert!(!local.take_read(&account(10), &month, None));
     }
 }
