@@ -39,6 +39,7 @@
 
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -136,8 +137,15 @@ impl ChargeJournal {
         }
         let length = file.metadata().map_err(io)?.len();
         if length == 0 {
-            let size = HEADER as u64 + slots.max(1) * SLOT as u64;
-            file.set_len(size).map_err(io)?;
+            // Written out, not only sized: a write through the mapping into a hole of a sparse
+            // file makes the filesystem allocate it then, and a full disk would answer that with
+            // SIGBUS. Allocated now, a full disk is an error here instead.
+            let size = usize::try_from(slots.max(1))
+                .ok()
+                .and_then(|slots| slots.checked_mul(SLOT)?.checked_add(HEADER))
+                .ok_or_else(|| io(std::io::Error::other(format!("{slots} slots"))))?;
+            (&file).write_all(&vec![0; size]).map_err(io)?;
+            file.sync_all().map_err(io)?;
         }
         // SAFETY: the mapping is of a file this process holds an exclusive lock on, for as long
         // as the mapping lives (the journal owns both); no other process following the journal's
