@@ -92,9 +92,10 @@ struct Local {
     read_at: Instant,
 }
 
-/// Where an account's commits stood when a read of it began: `None` if this node did not know
-/// the account yet.
-type ReadMark = Option<(u64, u32)>;
+/// How many of an account's charges had ended their commits when a read of it began: `None` if
+/// this node did not know the account yet. A commit under way then is still under way at the end
+/// of the read, or has ended and moved the count.
+type ReadMark = Option<u64>;
 
 impl Local {
     fn new(account: &Account, month: &Arc<str>) -> Local {
@@ -115,7 +116,7 @@ impl Local {
     }
 
     fn mark(&self) -> ReadMark {
-        Some((self.committed, self.committing))
+        Some(self.committed)
     }
 
     /// Takes `account` as read from the store, the read having begun at `mark`, unless a commit
@@ -125,7 +126,7 @@ impl Local {
     /// That commit's own outcome brings the balance up to date instead. A read for a new month
     /// is always taken: the free allowance must be the month's.
     fn take_read(&mut self, account: &Account, month: &Arc<str>, mark: ReadMark) -> bool {
-        let quiet = self.committing == 0 && mark == Some((self.committed, 0));
+        let quiet = self.committing == 0 && mark == Some(self.committed);
         if !quiet && self.month == *month {
             return false;
         }
