@@ -50,6 +50,12 @@ const RECHECK: Duration = Duration::from_millis(250);
 /// journal whose commit failed; it doubles up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long a commit that no response waits for (each of its charges answered from the journal
+/// already) waits for more charges to join it. Every commit costs a sync of the ledger and the
+/// hand-offs to and from the threads that write it; with the journal they need not come as fast
+/// as responses do (measured: a quarter of the syncs, a third of the context switches; see
+/// docs/BENCHMARKS.md).
+const LINGER: Duration = Duration::from_millis(10);
 
 /// Why a reservation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -484,6 +490,14 @@ async fn writer(
                 }
             }
         }
+        if journal.is_some() && unrecorded.is_empty() && open {
+            open = linger(
+                &mut messages,
+                &mut batch,
+                tokio::time::Instant::now() + LINGER,
+            )
+            .await;
+        }
         let mut records = Vec::with_capacity(unrecorded.len() + batch.len());
         let mut waiters = Vec::with_capacity(records.capacity());
         let mut flushes = Vec::new();
@@ -601,6 +615,32 @@ async fn writer(
     }
 }
 
+/// Adds to `batch` what arrives before `deadline`, for as long as nothing in it waits for its
+/// commit and it has room. Returns `false` once every sender is gone.
+async fn linger(
+    messages: &mut mpsc::Receiver<Message>,
+    batch: &mut Vec<Message>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    let mut seen = 0;
+    while batch.len() < MAX_BATCH && batch[seen..].iter().all(answered) {
+        seen = batch.len();
+        let room = MAX_BATCH - seen;
+        match tokio::time::timeout_at(deadline, messages.recv_many(batch, room)).await {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    true
+}
+
+/// Whether nothing waits for this message's commit: a charge answered from the journal, or a
+/// request logged without a charge.
+fn answered(message: &Message) -> bool {
+    matches!(message, Message::Job(Job { reply: None, .. }))
+}
+
 fn notify(flushes: Vec<oneshot::Sender<()>>) {
     for done in flushes {
         let _ = done.send(());
@@ -709,5 +749,108 @@ mod tests {
         let month: Arc<str> = "2026-12".into();
         let mut local = known(&month);
         assert!(!local.take_read(&account(10), &month, None));
+    }
+
+    /// A charge answered from the journal (`waits` false) or one whose response waits for it.
+    fn job(n: u64, waits: bool) -> Message {
+        Message::Job(Job {
+            record: RequestRecord {
+                request_id: xgate_store::accounts::RequestId::Given(format!("r{n}")),
+                account: AccountId(1),
+                key: xgate_store::accounts::KeyId(1),
+                at_ms: 0,
+                endpoint: "POST /user/medias/continuation".into(),
+                status: 200,
+                cost: 1,
+                latency_us: 0,
+                idempotency: None,
+            },
+            reserved: 1,
+            reply: waits.then(|| oneshot::channel().0),
+            entry: (!waits).then_some(n),
+        })
+    }
+
+    /// Sends each message after its delay from the previous one, on the runtime's clock.
+    fn send_later(tx: mpsc::Sender<Message>, messages: Vec<(u64, Message)>) {
+        tokio::spawn(async move {
+            for (ms, message) in messages {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                if tx.send(message).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Lingers over a batch that holds one answered charge; gives what the batch then holds, how
+    /// long it took, and whether the channel is still open.
+    async fn linger_after(rx: &mut mpsc::Receiver<Message>) -> (Vec<Message>, Duration, bool) {
+        let mut batch = vec![job(0, false)];
+        let start = tokio::time::Instant::now();
+        let open = linger(rx, &mut batch, start + LINGER).await;
+        (batch, start.elapsed(), open)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_nobody_waits_for_takes_what_comes_until_its_deadline() {
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        // One every 3 ms: three arrive within the 10 ms, the rest are left for the next commit.
+        let spaced = (1..=20).map(|n| (3, job(n, false))).collect();
+        send_later(tx.clone(), spaced);
+        let (batch, took, open) = linger_after(&mut rx).await;
+        assert_eq!((batch.len(), took, open), (4, LINGER, true));
+        drop(tx);
+        let mut rest = Vec::new();
+        while rx.recv_many(&mut rest, QUEUE).await > 0 {}
+        assert_eq!(rest.len(), 17);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_that_waits_ends_the_linger_with_its_charge() {
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        send_later(
+            tx.clone(),
+            vec![(2, job(1, false)), (1, job(2, true)), (1, job(3, false))],
+        );
+        let (batch, took, _) = linger_after(&mut rx).await;
+        assert_eq!((batch.len(), took), (3, Duration::from_millis(3)));
+        assert!(!answered(&batch[2]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_ends_the_linger() {
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        send_later(tx.clone(), vec![(4, Message::Flush(oneshot::channel().0))]);
+        let (batch, took, _) = linger_after(&mut rx).await;
+        assert_eq!((batch.len(), took), (2, Duration::from_millis(4)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_that_is_waited_for_or_full_does_not_linger() {
+        let (_tx, mut rx) = mpsc::channel(QUEUE);
+        let start = tokio::time::Instant::now();
+        let mut waited = vec![job(0, false), job(1, true)];
+        assert!(linger(&mut rx, &mut waited, start + LINGER).await);
+        let mut full: Vec<Message> = (0..MAX_BATCH as u64).map(|n| job(n, false)).collect();
+        assert!(linger(&mut rx, &mut full, start + LINGER).await);
+        assert_eq!((waited.len(), full.len()), (2, MAX_BATCH));
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_linger_stops_at_a_full_batch_and_when_the_senders_are_gone() {
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        for n in 1..=MAX_BATCH as u64 + 5 {
+            tx.send(job(n, false)).await.unwrap();
+        }
+        let (batch, took, open) = linger_after(&mut rx).await;
+        assert_eq!((batch.len(), took, open), (MAX_BATCH, Duration::ZERO, true));
+        send_later(tx, vec![(3, job(0, false))]);
+        let mut rest = Vec::new();
+        let start = tokio::time::Instant::now();
+        assert!(!linger(&mut rx, &mut rest, start + LINGER).await);
+        // The six the full batch left, and the one sent 3 ms on; then the channel closed.
+        assert_eq!((rest.len(), start.elapsed()), (7, Duration::from_millis(3)));
     }
 }
