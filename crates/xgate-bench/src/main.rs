@@ -598,11 +598,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             .arg(format!("127.0.0.1:{}", free_port()?));
         Server::start(cmd)
     };
-    let cases: [(&str, &dyn Fn() -> anyhow::Result<Server>); 5] = [
+    let cases: [(&str, &dyn Fn() -> anyhow::Result<Server>); 6] = [
         (&ceiling_case, &start_ceiling),
         (CHARGED, &|| serve(&[])),
         (BILLING_OFF, &|| serve(&["--no-billing"])),
         (CHARGED_SYNCED, &|| serve(&SYNC_BEFORE_RESPONSE)),
+        (CHARGED_JOURNAL, &|| serve(&JOURNAL)),
         (CHARGED_UNCACHED, &|| serve(&NO_PAGE_CACHE)),
     ];
     // Every round runs each case at each connection count, the cases side by side.
@@ -723,11 +724,12 @@ fn print_report(
         "ingest: {total} tweets ({jsonl_mib:.0} MiB of JSONL) in {ingest_seconds:.1} s (median; rounds {} s) = {rate:.0} tweets/s; store {store_mib:.0} MiB",
         each.join(" / ")
     );
-    let [ceiling, billed, unbilled, synced, uncached] = [
+    let [ceiling, billed, unbilled, synced, journaled, uncached] = [
         CEILING,
         CHARGED,
         BILLING_OFF,
         CHARGED_SYNCED,
+        CHARGED_JOURNAL,
         CHARGED_UNCACHED,
     ]
     .map(|case| best(rows, case).expect("every case ran"));
@@ -740,7 +742,7 @@ fn print_report(
         .fold(0.0, f64::max);
     println!();
     println!("throughput (best median over the connection counts):");
-    for row in [ceiling, billed, unbilled, synced, uncached] {
+    for row in [ceiling, billed, unbilled, synced, journaled, uncached] {
         let core = row
             .core_us()
             .zip(row.cpu)
@@ -765,6 +767,10 @@ fn print_report(
     println!(
         "  charged / billing off with each charge synced before its response: {:.2}",
         synced.report.requests_per_second / unbilled.report.requests_per_second
+    );
+    println!(
+        "  charged / billing off with each charge in the journal before its response: {:.2}",
+        journaled.report.requests_per_second / unbilled.report.requests_per_second
     );
     println!(
         "  charged / ceiling with every page read from the store (page cache off): {:.2}",
@@ -853,6 +859,10 @@ const CHARGED_UNCACHED: &str = "xgate continuation, page cache off, charged";
 /// Charged, each charge synced before its response leaves. Nor must this one's.
 const CHARGED_SYNCED: &str = "xgate continuation, each charge synced before its response";
 const SYNC_BEFORE_RESPONSE: [&str; 2] = ["--ledger-sync", "before-response"];
+/// Charged, each charge written to the charge journal before its response leaves. Nor must this
+/// one's name start with [`CHARGED`].
+const CHARGED_JOURNAL: &str = "xgate continuation, each charge in the journal before its response";
+const JOURNAL: [&str; 2] = ["--ledger-sync", "journal"];
 const NO_PAGE_CACHE: [&str; 2] = ["--page-cache-mib", "0"];
 /// Connections for the depth cases: few, so that latency is the page's own cost.
 const DEPTH_CONNECTIONS: u32 = 4;
@@ -934,6 +944,22 @@ mod tests {
         assert_eq!(charged.connections, 128);
         assert_eq!(best(&rows, BILLING_OFF).unwrap().connections, 32);
         assert!(best(&rows, CEILING).is_none());
+    }
+
+    #[test]
+    fn no_case_is_found_under_another_s_name() {
+        let names = [
+            CHARGED,
+            BILLING_OFF,
+            CHARGED_UNCACHED,
+            CHARGED_SYNCED,
+            CHARGED_JOURNAL,
+        ];
+        for a in names {
+            for b in names.iter().filter(|&&b| b != a) {
+                assert!(!a.starts_with(b), "{a:?} starts with {b:?}");
+            }
+        }
     }
 
     #[test]
