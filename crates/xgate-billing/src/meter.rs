@@ -296,6 +296,15 @@ impl Meter {
         }
     }
 
+    /// Returns once every charge this node has answered is in the store, so that what the store
+    /// says of an account counts them: at once, unless charges are answered from the journal
+    /// before they are recorded; then after a commit of all that is queued.
+    pub async fn recorded(&self) {
+        if self.journal.is_some() {
+            self.flush().await;
+        }
+    }
+
     fn release(&self, account: AccountId, credits: i64) {
         if credits == 0 {
             return;

@@ -82,6 +82,9 @@ pub async fn credits(
     KeyHolder(caller): KeyHolder,
 ) -> Result<Json<Credits>, ApiError> {
     let billing = state.billing().ok_or(ApiError::BillingDisabled)?;
+    // What the store holds, with this node's own charges in it: the same as the response's
+    // `X-Credits-Remaining`, which the meter gives.
+    billing.meter().recorded().await;
     let account = billing
         .accounts()
         .account(caller.auth.account_id)
@@ -197,6 +200,7 @@ pub async fn usage(
     if !problems.is_empty() {
         return Err(ApiError::Validation(problems));
     }
+    billing.meter().recorded().await;
     let rows = billing
         .accounts()
         .usage(caller.auth.account_id, since_ms, before, limit + 1)

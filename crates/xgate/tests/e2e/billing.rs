@@ -230,6 +230,59 @@ async fn charges_answered_while_the_ledger_is_held_are_recorded_once_it_is_free(
 }
 
 #[tokio::test]
+async fn an_account_s_own_endpoints_count_every_charge_answered_from_the_journal() {
+    // Answered from the journal, a charge is recorded by a later commit; what `/v1/credits` and
+    // `/v1/usage` read from the store must count it all the same, at once.
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_store(dir.path());
+    let key = create_key(&db, "reader", 100);
+    let server = Server::start(dir.path(), JOURNAL);
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        client
+            .get(format!("{}{path}", server.base))
+            .bearer_auth(&key)
+            .send()
+    };
+    let charge = || async {
+        let res = client
+            .post(format!("{}/user/medias", server.base))
+            .bearer_auth(&key)
+            .json(&json!({"user_id": 96479162, "limit": 2}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.headers()["x-credits-remaining"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    // Each endpoint read straight after a charge of its own, so that neither finds the store
+    // brought up to date by the other.
+    for n in [1, 3, 5] {
+        assert_eq!(charge().await, (100 - n).to_string());
+        let credits: Value = get("/v1/credits").await.unwrap().json().await.unwrap();
+        assert_eq!(
+            credits["remaining"],
+            100 - n,
+            "after {n} charges: {credits}"
+        );
+
+        assert_eq!(charge().await, (99 - n).to_string());
+        let usage: Value = get("/v1/usage").await.unwrap().json().await.unwrap();
+        let charged = usage["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["cost"] == 1)
+            .count();
+        assert_eq!(charged, n as usize + 1, "after {} charges: {usage}", n + 1);
+    }
+    assert!(server.stop());
+}
+
+#[tokio::test]
 async fn a_key_revoked_by_the_cli_stops_on_a_running_server_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let db = seeded_store(dir.path());
