@@ -298,7 +298,9 @@ impl Meter {
 
     /// Returns once every charge this node has answered is in the store, so that what the store
     /// says of an account counts them: at once, unless charges are answered from the journal
-    /// before they are recorded; then after a commit of all that is queued.
+    /// before they are recorded; then after the writer's commit of all that is queued. (Should
+    /// that commit fail, the writer keeps the charges to record later, and the store does not
+    /// count them yet.)
     pub async fn recorded(&self) {
         if self.journal.is_some() {
             self.flush().await;
