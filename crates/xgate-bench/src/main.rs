@@ -635,30 +635,43 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
 
     // Depth: the same user's first page and its page at depth deep/2, a few connections.
-    // The store's read is what depth costs, so pages are read from it every time.
+    // The store's read is what depth costs, so pages are read from it every time. The two run
+    // side by side in rounds, as the throughput cases do, so that a slow spell of the machine
+    // falls on both alike; each row is its median round.
     let depth = cli.deep / 2;
     {
         let server = serve(&[&["--no-billing"][..], &NO_PAGE_CACHE].concat())?;
-        for (case, request) in [
-            (format!("page at depth 0 of {} tweets", cli.deep), wrk::Request {
+        let cases = [
+            (format!("page at depth 0 of {} tweets", cli.deep), "depth-0.lua", wrk::Request {
                 method: "POST",
                 path: "/user/medias".into(),
                 body: Some(json!({"user_id": deep_user.get(), "limit": 10}).to_string()),
             }),
-            (format!("page at depth {depth}"), wrk::Request {
+            (format!("page at depth {depth}"), "depth-deep.lua", wrk::Request {
                 method: "POST",
                 path: "/user/medias/continuation".into(),
                 body: Some(json!({"user_id": deep_user.get(), "continuation_token": deep_token, "limit": 10}).to_string()),
             }),
-        ] {
-            eprintln!("{case}");
-            let path = dir.join("depth.lua");
-            wrk::script(&path, &[request], &[])?;
-            let run = server.measure(ticks, || {
-                wrk::run(&pin.load, &server.base, &path, seconds, DEPTH_CONNECTIONS)
-            })?;
-            ensure!(run.report.non_2xx == 0, "{case}: {} answers were not 2xx", run.report.non_2xx);
-            rows.push(Row::of_rounds(&case, DEPTH_CONNECTIONS, &[run]));
+        ];
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); cases.len()];
+        for round in 1..=cli.rounds {
+            for (k, (case, script, request)) in cases.iter().enumerate() {
+                eprintln!("{case}, round {round}");
+                let path = dir.join(script);
+                wrk::script(&path, std::slice::from_ref(request), &[])?;
+                let run = server.measure(ticks, || {
+                    wrk::run(&pin.load, &server.base, &path, seconds, DEPTH_CONNECTIONS)
+                })?;
+                ensure!(
+                    run.report.non_2xx == 0,
+                    "{case}: {} answers were not 2xx",
+                    run.report.non_2xx
+                );
+                runs[k].push(run);
+            }
+        }
+        for ((case, _, _), runs) in cases.iter().zip(&runs) {
+            rows.push(Row::of_rounds(case, DEPTH_CONNECTIONS, runs));
         }
     }
 
