@@ -121,6 +121,13 @@ impl Local {
         self.balance + self.free_left - self.reserved
     }
 
+    /// One of the account's charges is out of its commit, whatever the commit's outcome.
+    fn commit_ended(&mut self) {
+        // Saturating: a log line's account may have become known while its commit ran.
+        self.committing = self.committing.saturating_sub(1);
+        self.committed += 1;
+    }
+
     fn mark(&self) -> ReadMark {
         Some(self.committed)
     }
@@ -251,8 +258,7 @@ impl Meter {
     /// A charge whose commit failed and which stays held, to be committed again.
     fn held_over(&self, waiter: &Waiter) {
         if let Some(local) = self.accounts().get_mut(&waiter.account) {
-            local.committing = local.committing.saturating_sub(1);
-            local.committed += 1;
+            local.commit_ended();
         }
     }
 
@@ -352,9 +358,7 @@ impl Meter {
 
 /// Applies one committed outcome, read at `now`, to what this node knows of its account.
 fn apply(local: &mut Local, waiter: &Waiter, outcome: Option<&Recorded>, now: Instant) {
-    // Saturating: a log line's account may have become known while its commit ran.
-    local.committing = local.committing.saturating_sub(1);
-    local.committed += 1;
+    local.commit_ended();
     local.reserved -= waiter.reserved;
     if waiter.entry.is_some() {
         local.journaled -= waiter.reserved;
