@@ -55,12 +55,12 @@ pub struct ServeArgs {
     /// without XGATE_UPSTREAM) the store alone is served.
     #[arg(long, env = "XGATE_CONFIG")]
     config: Option<PathBuf>,
-    /// What a charged response waits for (docs/BILLING.md, "Guarantees"): `background`, its
-    /// charge committed and the sync begun, running as it leaves; `before-response`, its charge
-    /// committed and synced (the core idles while it waits); `journal`, its charge written to the
-    /// store's charge journal, which a crash of xgate does not lose, and committed and synced
-    /// after, so no response waits on the ledger. Only with an SQLite store; on PostgreSQL, the
-    /// database's `synchronous_commit` decides [default: background]
+    /// What a charged response waits for (docs/BILLING.md, "Guarantees"): `journal`, its charge
+    /// written to the store's charge journal, which a crash of xgate does not lose, and committed
+    /// and synced after, so no response waits on the ledger; `background`, its charge committed
+    /// and the sync begun, running as it leaves; `before-response`, its charge committed and
+    /// synced (the core idles while it waits). Only with an SQLite store; on PostgreSQL, the
+    /// database's `synchronous_commit` decides [default: journal]
     #[arg(long, env = "XGATE_LEDGER_SYNC", value_enum)]
     ledger_sync: Option<stores::LedgerSyncArg>,
 }

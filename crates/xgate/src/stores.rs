@@ -41,13 +41,18 @@ pub async fn open(db: &Path, usage: Use) -> anyhow::Result<Arc<dyn Backend>> {
 /// `--ledger-sync`: what a charged response waits for on an SQLite store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LedgerSyncArg {
+    /// The charge written to the charge journal; committed and synced after.
+    Journal,
     /// The charge committed, its sync begun.
     Background,
     /// The charge committed and synced.
     BeforeResponse,
-    /// The charge written to the charge journal; committed and synced after.
-    Journal,
 }
+
+/// What a charged response waits for on an SQLite store when `--ledger-sync` is not given: the
+/// journal, which a crash of the process does not lose either, and which spares every response
+/// the wait for a commit (docs/BILLING.md, "Guarantees"; docs/BENCHMARKS.md).
+pub const DEFAULT_LEDGER_SYNC: LedgerSyncArg = LedgerSyncArg::Journal;
 
 impl From<LedgerSyncArg> for LedgerSync {
     fn from(arg: LedgerSyncArg) -> LedgerSync {
@@ -60,8 +65,8 @@ impl From<LedgerSyncArg> for LedgerSync {
 }
 
 /// Opens (and migrates) the store `db` names, to serve it: an SQLite store's readers get
-/// `read_cache` bytes of page cache, and its charges are answered as `ledger_sync` says (the
-/// store's default when `None`; refused on PostgreSQL, whose own settings decide).
+/// `read_cache` bytes of page cache, and its charges are answered as `ledger_sync` says
+/// ([`DEFAULT_LEDGER_SYNC`] when `None`; refused on PostgreSQL, whose own settings decide).
 pub async fn open_to_serve(
     db: &Path,
     read_cache: usize,
@@ -76,11 +81,12 @@ pub async fn open_to_serve(
         }
         return open(db, Use::Serve).await;
     }
+    let ledger_sync = ledger_sync.unwrap_or(DEFAULT_LEDGER_SYNC);
     let mut store = SqliteStore::open(db)
         .with_context(|| format!("opening the store {}", db.display()))?
         .with_read_cache(read_cache)
-        .with_ledger_sync(ledger_sync.map_or_else(LedgerSync::default, LedgerSync::from));
-    if ledger_sync == Some(LedgerSyncArg::Journal) {
+        .with_ledger_sync(ledger_sync.into());
+    if ledger_sync == LedgerSyncArg::Journal {
         store = store
             .with_charge_journal()
             .with_context(|| format!("opening the charge journal of {}", db.display()))?;

@@ -68,12 +68,12 @@ async fn n_credits_buy_exactly_n_successes_however_many_ask_at_once() {
 
 #[tokio::test]
 async fn a_crash_mid_load_leaves_the_books_balanced() {
-    // Charges synced as their responses leave (the default), synced before, and answered from
-    // the charge journal.
+    // Charges answered from the charge journal (the default), committed before their responses
+    // leave and synced as they leave, and synced before.
     for options in [
         &[][..],
+        &["--ledger-sync", "background"],
         &["--ledger-sync", "before-response"],
-        &["--ledger-sync", "journal"],
     ] {
         crash_mid_load(options).await;
     }
@@ -152,13 +152,14 @@ fn hold_ledger(db: &Path) -> rusqlite::Connection {
 #[tokio::test]
 async fn charges_answered_while_the_ledger_is_held_survive_a_kill() {
     // Another process holds the ledger's write lock, so the server can commit nothing: every
-    // response below is answered from the charge journal alone. Killed, the server leaves those
-    // charges in the journal only; the next process to open the store records each once.
+    // response below is answered from the charge journal alone (as a server charges by default).
+    // Killed, the server leaves those charges in the journal only; the next process to open the
+    // store records each once.
     const REQUESTS: usize = 20;
     let dir = tempfile::tempdir().unwrap();
     let db = seeded_store(dir.path());
     let key = create_key(&db, "held", 1_000);
-    let server = Server::start(dir.path(), JOURNAL);
+    let server = Server::start(dir.path(), &[]);
     let client = reqwest::Client::new();
     let ledger = hold_ledger(&db);
 
@@ -187,10 +188,48 @@ async fn charges_answered_while_the_ledger_is_held_survive_a_kill() {
     assert_eq!(books_after["balanced"], true);
 
     // Recorded once: a new server and the CLI find the same books, and charge on from them.
-    let server = Server::start(dir.path(), JOURNAL);
+    let server = Server::start(dir.path(), &[]);
     assert_eq!(page(&client, &server.base, &key).await.0, 200);
     assert!(server.stop());
     assert_eq!(books(&db, "held")["charged"], REQUESTS + 1);
+}
+
+#[tokio::test]
+async fn two_servers_on_one_store_charge_every_success_once() {
+    // The first holds the charge journal; the second finds it held, says so, and commits each
+    // charge before its response leaves. Both charge the same account at once.
+    const EACH: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_store(dir.path());
+    let key = create_key(&db, "shared", 1_000);
+    let first = Server::start(dir.path(), &[]);
+    let second_dir = tempfile::tempdir().unwrap();
+    let second = Server::start_on(second_dir.path(), db.to_str().unwrap(), &[], &[]);
+    let client = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for base in [&first.base, &second.base] {
+        for _ in 0..EACH {
+            let (client, base, key) = (client.clone(), base.clone(), key.clone());
+            tasks.spawn(async move { page(&client, &base, &key).await });
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (status, body) = done.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let second_log = second.log.clone();
+    assert!(second.stop());
+    assert!(first.stop());
+
+    let log = std::fs::read_to_string(second_log).unwrap();
+    assert!(
+        log.contains("another process holds the charge journal"),
+        "{log}"
+    );
+    let books = books(&db, "shared");
+    assert_eq!(books["charged"], 2 * EACH, "{books}");
+    assert_eq!(books["balance"], 1_000 - 2 * EACH, "{books}");
+    assert_eq!(books["balanced"], true);
 }
 
 #[tokio::test]

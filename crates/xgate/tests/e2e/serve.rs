@@ -206,20 +206,21 @@ fn bad_arguments_are_refused_with_a_message() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("synchronous_commit"));
-    // A charge journal beside the store that is none: refused, and left as it was.
+    // A charge journal beside the store that is none: refused, and left as it was, by a server
+    // asked for the journal and by one that uses it by default.
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("x.db");
     let journal = dir.path().join("x.db-charges");
     std::fs::write(&journal, b"not a journal").unwrap();
-    let out = xgate(&[
-        "serve",
-        "--db",
-        db.to_str().unwrap(),
-        "--ledger-sync",
-        "journal",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("not a charge journal"), "{stderr}");
-    assert_eq!(std::fs::read(&journal).unwrap(), b"not a journal");
+    let db = db.to_str().unwrap();
+    for options in [&["--ledger-sync", "journal"][..], &[]] {
+        let out = xgate(&[&["serve", "--db", db][..], options].concat());
+        assert_eq!(out.status.code(), Some(1), "{options:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("not a charge journal"),
+            "{options:?}: {stderr}"
+        );
+        assert_eq!(std::fs::read(&journal).unwrap(), b"not a journal");
+    }
 }
