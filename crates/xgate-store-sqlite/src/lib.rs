@@ -373,7 +373,16 @@ impl SqliteStore {
         let mark = accounts::journal_mark(&conn).map_err(store_error)?;
         let Opened { journal, unfolded } =
             ChargeJournal::open(&path, mark, journal::DEFAULT_SLOTS)?;
-        if mark.is_none() || !unfolded.is_empty() {
+        let adopted = mark.is_none_or(|mark| mark.id != journal.id());
+        if mark.is_some() && adopted {
+            tracing::warn!(
+                journal = %path.display(),
+                "the store's charge journal was missing and a new one is made: charges a server \
+                 that did not stop cleanly had answered but not recorded, if any, were in the old \
+                 one"
+            );
+        }
+        if adopted || !unfolded.is_empty() {
             if !unfolded.is_empty() {
                 tracing::warn!(
                     journal = %path.display(),

@@ -194,6 +194,43 @@ async fn a_journal_that_is_not_the_stores_is_refused_and_left_alone() {
 }
 
 #[tokio::test]
+async fn a_store_whose_journal_was_deleted_takes_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("j.db");
+    let (store, account, key) = store_with_account(&db, 100).await;
+    let store = store.with_charge_journal().unwrap();
+    let journal = store.charge_journal().unwrap();
+    let records = vec![charge(account, key, 0), charge(account, key, 1)];
+    let after = answer(&journal, &records).last().unwrap() + 1;
+    store
+        .record_folding(records, "2026-11", after)
+        .await
+        .unwrap();
+    drop(journal);
+    drop(store);
+    std::fs::remove_file(SqliteStore::journal_path(&db)).unwrap();
+
+    // Served again: a new journal, whose charges count and are recorded once.
+    let store = SqliteStore::open(&db)
+        .unwrap()
+        .with_charge_journal()
+        .unwrap();
+    assert_eq!(paid(&store, account).await, 2);
+    let journal = store.charge_journal().expect("a new journal");
+    assert_eq!(answer(&journal, &[charge(account, key, 2)]), vec![0]);
+    drop(journal);
+    drop(store);
+    let store = SqliteStore::open(&db).unwrap();
+    assert_eq!(paid(&store, account).await, 3);
+    drop(store);
+    let store = SqliteStore::open(&db)
+        .unwrap()
+        .with_charge_journal()
+        .unwrap();
+    assert_eq!(paid(&store, account).await, 3);
+}
+
+#[tokio::test]
 async fn a_full_journal_takes_no_more_until_the_store_records_it() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("j.db");

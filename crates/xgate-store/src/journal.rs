@@ -151,10 +151,9 @@ impl ChargeJournal {
         // as the mapping lives (the journal owns both); no other process following the journal's
         // protocol writes it meanwhile, and this process changes it only through the mapping.
         let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io)?;
-        // A new file, or one whose maker died before it wrote the header (its store then has no
-        // mark: the store notes the journal only once the header is on disk).
-        let fresh =
-            length == 0 || (mark.is_none() && map.len() >= HEADER && map[..HEADER] == [0; HEADER]);
+        // A new file, or one whose maker died before it wrote the header: either holds no entry
+        // (the header is on disk before the first entry is written).
+        let fresh = length == 0 || (map.len() >= HEADER && map[..HEADER] == [0; HEADER]);
         let (id, slots) = if fresh {
             let slots = slots.max(1);
             let id = MintedId::new().bytes();
@@ -166,8 +165,10 @@ impl ChargeJournal {
         };
         let from = match mark {
             Some(mark) if mark.id == id => mark.folded,
-            // A new journal, the store's first: nothing to record.
-            None if fresh => 0,
+            // A new journal: nothing to record. It becomes the store's when the caller writes its
+            // mark, the store's first, or in place of one that names a journal gone (deleted, or
+            // left behind when the store was moved), whose unrecorded entries went with it.
+            _ if fresh => 0,
             // A journal made for another store, or a store restored from before its journal.
             _ => {
                 return Err(OpenError::Store(StoreError::Backend(format!(
@@ -492,6 +493,29 @@ mod tests {
         ));
         // Refusing wrote nothing: the journal still opens for its own store.
         assert!(std::fs::read(&path).unwrap()[..8] == MAGIC);
+    }
+
+    #[test]
+    fn a_new_journal_is_taken_in_place_of_one_gone() {
+        // The store's mark names a journal that is no longer there: a file made now, or one whose
+        // maker died before its header, holds no entry and is opened, from its first entry.
+        let dir = tempfile::tempdir().unwrap();
+        let gone = Mark {
+            id: [7; 16],
+            folded: 40,
+        };
+        let path = dir.path().join("j");
+        let opened = open(&path, Some(gone), 8);
+        assert!(opened.unfolded.is_empty());
+        assert_ne!(opened.journal.id(), gone.id);
+        assert_eq!(opened.journal.next(), 0);
+        assert_eq!(append(&opened.journal, &record(1, "GET /x")), Some(0));
+
+        let headless = dir.path().join("h");
+        std::fs::write(&headless, vec![0; HEADER + 8 * SLOT]).unwrap();
+        let opened = open(&headless, Some(gone), 8);
+        assert!(opened.unfolded.is_empty());
+        assert_ne!(opened.journal.id(), gone.id);
     }
 
     #[test]

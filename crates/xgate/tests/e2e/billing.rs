@@ -233,6 +233,36 @@ async fn two_servers_on_one_store_charge_every_success_once() {
 }
 
 #[tokio::test]
+async fn a_store_whose_charge_journal_was_deleted_serves_on_with_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_store(dir.path());
+    let key = create_key(&db, "journal-gone", 10);
+    let client = reqwest::Client::new();
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(page(&client, &server.base, &key).await.0, 200);
+    assert!(server.stop());
+    std::fs::remove_file(dir.path().join("xgate.db-charges")).unwrap();
+
+    // Served again, with a new journal, said once: the next start finds it the store's own.
+    for (start, missing) in [(2, true), (3, false)] {
+        let server = Server::start(dir.path(), &[]);
+        assert_eq!(page(&client, &server.base, &key).await.0, 200);
+        let log = server.log.clone();
+        assert!(server.stop());
+        let log = std::fs::read_to_string(log).unwrap();
+        assert_eq!(
+            log.contains("charge journal was missing"),
+            missing,
+            "start {start}: {log}"
+        );
+        assert!(dir.path().join("xgate.db-charges").exists());
+    }
+    let books = books(&db, "journal-gone");
+    assert_eq!(books["charged"], 3, "{books}");
+    assert_eq!(books["balanced"], true);
+}
+
+#[tokio::test]
 async fn charges_answered_while_the_ledger_is_held_are_recorded_once_it_is_free() {
     // Held longer than the writer's busy timeout (5 s), so that its commit fails and it must
     // record the answered charges again later, in this process.
