@@ -163,12 +163,16 @@ impl ChargeJournal {
         } else {
             read_header(&map, path)?
         };
+        let entries: Vec<(u64, RequestRecord)> = (0..slots)
+            .filter_map(|slot| decode(slot_bytes(&map, slot, slots), slot, slots))
+            .collect();
         let from = match mark {
             Some(mark) if mark.id == id => mark.folded,
-            // A new journal: nothing to record. It becomes the store's when the caller writes its
-            // mark, the store's first, or in place of one that names a journal gone (deleted, or
+            // A journal that holds no entry (new, or never written to): nothing to record, and
+            // nothing lost by taking it. It becomes the store's when the caller writes its mark:
+            // the store's first, or in place of one naming a journal that is gone (deleted, or
             // left behind when the store was moved), whose unrecorded entries went with it.
-            _ if fresh => 0,
+            _ if entries.is_empty() => 0,
             // A journal made for another store, or a store restored from before its journal.
             _ => {
                 return Err(OpenError::Store(StoreError::Backend(format!(
@@ -179,10 +183,8 @@ impl ChargeJournal {
                 ))));
             }
         };
-        let mut unfolded: Vec<(u64, RequestRecord)> = (0..slots)
-            .filter_map(|slot| decode(slot_bytes(&map, slot, slots), slot, slots))
-            .filter(|(n, _)| *n >= from)
-            .collect();
+        let mut unfolded: Vec<(u64, RequestRecord)> =
+            entries.into_iter().filter(|(n, _)| *n >= from).collect();
         unfolded.sort_unstable_by_key(|(n, _)| *n);
         let next = unfolded.last().map_or(from, |(n, _)| n + 1);
         Ok(Opened {
@@ -496,9 +498,10 @@ mod tests {
     }
 
     #[test]
-    fn a_new_journal_is_taken_in_place_of_one_gone() {
-        // The store's mark names a journal that is no longer there: a file made now, or one whose
-        // maker died before its header, holds no entry and is opened, from its first entry.
+    fn a_journal_without_entries_is_taken_in_place_of_one_gone() {
+        // The store's mark names a journal that is no longer there: a file made now, one whose
+        // maker died before its header, or one made and never written to holds no entry and is
+        // opened, from its first entry.
         let dir = tempfile::tempdir().unwrap();
         let gone = Mark {
             id: [7; 16],
@@ -516,6 +519,13 @@ mod tests {
         let opened = open(&headless, Some(gone), 8);
         assert!(opened.unfolded.is_empty());
         assert_ne!(opened.journal.id(), gone.id);
+
+        let unwritten = dir.path().join("u");
+        let made = open(&unwritten, None, 8).journal.id();
+        let opened = open(&unwritten, Some(gone), 8);
+        assert!(opened.unfolded.is_empty());
+        assert_eq!(opened.journal.id(), made, "kept as it is");
+        assert_eq!(opened.journal.next(), 0);
     }
 
     #[test]
