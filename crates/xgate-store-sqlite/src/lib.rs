@@ -377,9 +377,9 @@ impl SqliteStore {
         if mark.is_some() && adopted {
             tracing::warn!(
                 journal = %path.display(),
-                "the store's charge journal was missing and a new one is made: charges a server \
-                 that did not stop cleanly had answered but not recorded, if any, were in the old \
-                 one"
+                "the charge journal the store named is gone, and this one, holding no entry, \
+                 takes its place: charges a server that did not stop cleanly had answered and not \
+                 recorded, if any, went with the old one"
             );
         }
         if adopted || !unfolded.is_empty() {

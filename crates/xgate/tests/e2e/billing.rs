@@ -251,7 +251,7 @@ async fn a_store_whose_charge_journal_was_deleted_serves_on_with_a_new_one() {
         assert!(server.stop());
         let log = std::fs::read_to_string(log).unwrap();
         assert_eq!(
-            log.contains("charge journal was missing"),
+            log.contains("charge journal the store named is gone"),
             missing,
             "start {start}: {log}"
         );
