@@ -69,7 +69,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let fallback = if args.demo { demo::DEMO_DB } else { DEFAULT_DB };
     let db = db_path(args.db, fallback);
     let page_cache = (args.page_cache_mib as usize) << 20;
-    let store = stores::open_to_serve(&db, sqlite_read_cache(page_cache), args.ledger_sync).await?;
+    let store = stores::open_to_serve(
+        &db,
+        sqlite_read_cache(page_cache),
+        args.ledger_sync,
+        !args.no_billing,
+    )
+    .await?;
     if args.demo {
         demo::load(store.clone()).await?;
     }

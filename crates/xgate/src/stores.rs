@@ -66,11 +66,13 @@ impl From<LedgerSyncArg> for LedgerSync {
 
 /// Opens (and migrates) the store `db` names, to serve it: an SQLite store's readers get
 /// `read_cache` bytes of page cache, and its charges are answered as `ledger_sync` says
-/// ([`DEFAULT_LEDGER_SYNC`] when `None`; refused on PostgreSQL, whose own settings decide).
+/// ([`DEFAULT_LEDGER_SYNC`] when `None`; refused on PostgreSQL, whose own settings decide). A
+/// server that charges nothing (`charging` false) keeps no charge journal.
 pub async fn open_to_serve(
     db: &Path,
     read_cache: usize,
     ledger_sync: Option<LedgerSyncArg>,
+    charging: bool,
 ) -> anyhow::Result<Arc<dyn Backend>> {
     if is_postgres_url(&db.to_string_lossy()) {
         if ledger_sync.is_some() {
@@ -86,7 +88,7 @@ pub async fn open_to_serve(
         .with_context(|| format!("opening the store {}", db.display()))?
         .with_read_cache(read_cache)
         .with_ledger_sync(ledger_sync.into());
-    if ledger_sync == LedgerSyncArg::Journal {
+    if ledger_sync == LedgerSyncArg::Journal && charging {
         store = store
             .with_charge_journal()
             .with_context(|| format!("opening the charge journal of {}", db.display()))?;

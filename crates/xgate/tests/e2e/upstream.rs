@@ -41,6 +41,8 @@ async fn an_xgate_with_no_data_serves_another_as_its_relay() {
     let origin_db = origin_dir.path().join("xgate.db");
     xgate_ok(&["ingest", "--db", origin_db.to_str().unwrap(), SEED]);
     let origin = Server::start(origin_dir.path(), &["--no-billing"]);
+    // Charging nothing, it keeps no charge journal.
+    assert!(!origin_dir.path().join("xgate.db-charges").exists());
 
     let dir = tempfile::tempdir().unwrap();
     let key = create_key(&dir.path().join("xgate.db"), "buyer", 100);
