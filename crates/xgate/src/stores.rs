@@ -89,9 +89,13 @@ pub async fn open_to_serve(
         .with_read_cache(read_cache)
         .with_ledger_sync(ledger_sync.into());
     if ledger_sync == LedgerSyncArg::Journal && charging {
-        store = store
-            .with_charge_journal()
-            .with_context(|| format!("opening the charge journal of {}", db.display()))?;
+        store = store.with_charge_journal().with_context(|| {
+            format!(
+                "opening the charge journal of {} (`--ledger-sync background` serves \
+                 without one)",
+                db.display()
+            )
+        })?;
     }
     Ok(Arc::new(store))
 }
