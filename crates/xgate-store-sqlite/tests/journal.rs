@@ -59,6 +59,14 @@ fn answer(journal: &ChargeJournal, records: &[RequestRecord]) -> Vec<u64> {
         .collect()
 }
 
+/// The store opened as a server opens it, with its charge journal.
+fn served(db: &Path) -> SqliteStore {
+    SqliteStore::open(db)
+        .unwrap()
+        .with_charge_journal()
+        .unwrap()
+}
+
 async fn paid(store: &SqliteStore, account: AccountId) -> i64 {
     let audit = store.audit(account).await.unwrap();
     assert!(audit.balanced(), "{audit:?}");
@@ -94,10 +102,7 @@ async fn charges_left_in_the_journal_are_recorded_once_when_the_store_opens_agai
     drop(store);
 
     // Opened again, and to serve again: nothing is recorded twice, and numbering goes on.
-    let store = SqliteStore::open(&db)
-        .unwrap()
-        .with_charge_journal()
-        .unwrap();
+    let store = served(&db);
     assert_eq!(paid(&store, account).await, 5);
     let journal = store.charge_journal().unwrap();
     assert_eq!(answer(&journal, &[charge(account, key, 9)]), vec![5]);
@@ -131,10 +136,7 @@ async fn charges_recorded_with_the_mark_are_not_recorded_again() {
     drop(store);
 
     // With the mark after every entry recorded, reopening records nothing.
-    let store = SqliteStore::open(&db)
-        .unwrap()
-        .with_charge_journal()
-        .unwrap();
+    let store = served(&db);
     let journal = store.charge_journal().unwrap();
     let more: Vec<RequestRecord> = (3..6).map(|n| charge(account, key, n)).collect();
     let numbers = answer(&journal, &more);
@@ -155,10 +157,7 @@ async fn a_second_process_on_the_store_serves_without_the_journal() {
     let journal = first.charge_journal().unwrap();
     answer(&journal, &[charge(account, key, 0)]);
     // Another handle stands for another process: the lock is the file's, per open.
-    let second = SqliteStore::open(&db)
-        .unwrap()
-        .with_charge_journal()
-        .unwrap();
+    let second = served(&db);
     assert!(second.charge_journal().is_none());
     // Nor did it record what the first one holds: that is the first's to record.
     assert_eq!(paid(&second, account).await, 0);
@@ -211,10 +210,7 @@ async fn a_store_whose_journal_was_deleted_takes_a_new_one() {
     std::fs::remove_file(SqliteStore::journal_path(&db)).unwrap();
 
     // Served again: a new journal, whose charges count and are recorded once.
-    let store = SqliteStore::open(&db)
-        .unwrap()
-        .with_charge_journal()
-        .unwrap();
+    let store = served(&db);
     assert_eq!(paid(&store, account).await, 2);
     let journal = store.charge_journal().expect("a new journal");
     assert_eq!(answer(&journal, &[charge(account, key, 2)]), vec![0]);
@@ -223,10 +219,7 @@ async fn a_store_whose_journal_was_deleted_takes_a_new_one() {
     let store = SqliteStore::open(&db).unwrap();
     assert_eq!(paid(&store, account).await, 3);
     drop(store);
-    let store = SqliteStore::open(&db)
-        .unwrap()
-        .with_charge_journal()
-        .unwrap();
+    let store = served(&db);
     assert_eq!(paid(&store, account).await, 3);
 }
 
