@@ -373,8 +373,9 @@ impl SqliteStore {
         let mark = accounts::journal_mark(&conn).map_err(store_error)?;
         let Opened { journal, unfolded } =
             ChargeJournal::open(&path, mark, journal::DEFAULT_SLOTS)?;
-        let adopted = mark.is_none_or(|mark| mark.id != journal.id());
-        if mark.is_some() && adopted {
+        // A journal without entries taking the place of one the store named that is gone.
+        let replaced = mark.is_some_and(|mark| mark.id != journal.id());
+        if replaced {
             tracing::warn!(
                 journal = %path.display(),
                 "the charge journal the store named is gone, and this one, holding no entry, \
@@ -382,7 +383,7 @@ impl SqliteStore {
                  recorded, if any, went with the old one"
             );
         }
-        if adopted || !unfolded.is_empty() {
+        if mark.is_none() || replaced || !unfolded.is_empty() {
             if !unfolded.is_empty() {
                 tracing::warn!(
                     journal = %path.display(),
