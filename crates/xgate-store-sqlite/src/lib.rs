@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use xgate_model::{TweetId, TweetRecord, UserId};
 use xgate_store::journal::{self, ChargeJournal, OpenError, Opened};
@@ -58,6 +59,9 @@ const PAGE_SQL: &str = "SELECT tweet_id, json FROM tweets \
      WHERE user_id = ?1 AND has_media = 1 ORDER BY tweet_id DESC";
 const PAGE_AFTER_SQL: &str = "SELECT tweet_id, json FROM tweets \
      WHERE user_id = ?1 AND has_media = 1 AND tweet_id < ?2 ORDER BY tweet_id DESC";
+/// A row's author, read apart ([`Tweets`]), once for each run of rows by one author, not joined to
+/// every row.
+const AUTHOR_SQL: &str = "SELECT json FROM authors WHERE id = ?1";
 /// A page's ids alone: read from the timeline index, no table row touched.
 const IDS_SQL: &str = "SELECT tweet_id FROM tweets \
      WHERE user_id = ?1 AND has_media = 1 ORDER BY tweet_id DESC";
@@ -619,11 +623,119 @@ fn page_rows(
     Ok(())
 }
 
-fn stored_tweet(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTweet> {
+/// A page's row as a tweet: its id (column 0) and its text (column 1, see [`Tweets`]).
+fn stored_tweet(row: &rusqlite::Row<'_>, tweets: &mut Tweets<'_>) -> rusqlite::Result<StoredTweet> {
+    let mut json = Vec::new();
+    tweets.write(row, 1, &mut json)?;
     Ok(StoredTweet {
         tweet_id: TweetId(from_column(row.get(0)?)),
-        json: row.get(1)?,
+        json: String::from_utf8(json).map_err(|e| damaged(1, e))?,
     })
+}
+
+/// A tweet as its row's `json` holds it since migration 6: the author's row in `authors` and the
+/// byte offset where the author's text goes back in, as two varints (postcard), then the tweet's
+/// text without the author object; a BLOB. A row written before holds the whole tweet as TEXT.
+fn put_apart(author_id: i64, text: &str, author: std::ops::Range<usize>, out: &mut Vec<u8>) {
+    let mut header = [0u8; 20];
+    let header = postcard::to_slice(&(author_id, author.start as u64), &mut header)
+        .expect("two varints fit in 20 bytes");
+    out.clear();
+    out.extend_from_slice(header);
+    out.extend_from_slice(&text.as_bytes()[..author.start]);
+    out.extend_from_slice(&text.as_bytes()[author.end..]);
+}
+
+/// Puts stored tweets back together, to the byte: a row's `json` as it is when it holds the whole
+/// tweet (TEXT), or with its author's text put back in ([`put_apart`]). The author is read once
+/// for each run of rows that share it (a user's page is usually one author's).
+pub(crate) struct Tweets<'c> {
+    conn: &'c Connection,
+    /// Whose text `author` holds.
+    author_id: Option<i64>,
+    author: Vec<u8>,
+}
+
+impl<'c> Tweets<'c> {
+    pub(crate) fn new(conn: &'c Connection) -> Self {
+        Tweets {
+            conn,
+            author_id: None,
+            author: Vec::new(),
+        }
+    }
+
+    /// Appends the tweet whose `json` is `row`'s column `column` to `out`. Stored text was checked
+    /// at ingest: its bytes are copied, with no UTF-8 pass again. A row that does not hold
+    /// together (a header that does not read, an offset past its text, an author that is not
+    /// there) is an error, never a panic.
+    pub(crate) fn write(
+        &mut self,
+        row: &rusqlite::Row<'_>,
+        column: usize,
+        out: &mut Vec<u8>,
+    ) -> rusqlite::Result<()> {
+        let parts = match row.get_ref(column)? {
+            ValueRef::Text(whole) => {
+                out.extend_from_slice(whole);
+                return Ok(());
+            }
+            ValueRef::Blob(parts) => parts,
+            other => {
+                return Err(damaged(
+                    column,
+                    format!("a tweet stored as {}", other.data_type()),
+                ));
+            }
+        };
+        let ((author_id, at), rest) = postcard::take_from_bytes::<(i64, u64)>(parts)
+            .map_err(|e| damaged(column, format!("a stored tweet's header: {e}")))?;
+        let (head, tail) = usize::try_from(at)
+            .ok()
+            .and_then(|at| rest.split_at_checked(at))
+            .ok_or_else(|| {
+                damaged(
+                    column,
+                    format!(
+                        "the author's place {at} is past the row's {} bytes",
+                        rest.len()
+                    ),
+                )
+            })?;
+        if self.author_id != Some(author_id) {
+            self.author_id = None;
+            let author = &mut self.author;
+            let found = self
+                .conn
+                .prepare_cached(AUTHOR_SQL)?
+                .query_row([author_id], |row| {
+                    author.clear();
+                    author.extend_from_slice(row.get_ref(0)?.as_bytes()?);
+                    Ok(())
+                })
+                .optional()?;
+            if found.is_none() {
+                return Err(damaged(
+                    column,
+                    format!("the row's author {author_id} is not in the store"),
+                ));
+            }
+            self.author_id = Some(author_id);
+        }
+        out.reserve(rest.len() + self.author.len());
+        out.extend_from_slice(head);
+        out.extend_from_slice(&self.author);
+        out.extend_from_slice(tail);
+        Ok(())
+    }
+}
+
+/// A stored value that cannot be what the schema says it is.
+fn damaged(
+    column: usize,
+    why: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, why.into())
 }
 
 fn upsert(conn: &mut Connection, tweets: &mut [TweetRecord]) -> rusqlite::Result<UpsertSummary> {
@@ -644,14 +756,19 @@ fn upsert(conn: &mut Connection, tweets: &mut [TweetRecord]) -> rusqlite::Result
                  json = excluded.json
              WHERE tweets.json IS NOT excluded.json",
         )?;
+        let mut authors = Authors::new(&tx)?;
+        // Each tweet as its row holds it, one buffer for all.
+        let mut stored = Vec::new();
         // Only the newest profile of each author in the batch can matter.
         let mut profiles: HashMap<UserId, &TweetRecord> = HashMap::new();
         for t in tweets.iter() {
+            let author_id = authors.id(t.user_json())?;
+            put_apart(author_id, &t.json, t.user_span.clone(), &mut stored);
             let changed = put_tweet.execute(params![
                 to_column(t.tweet_id.get()),
                 to_column(t.user_id.get()),
                 t.has_media,
-                t.json,
+                stored,
             ])?;
             if changed == 0 {
                 summary.unchanged += 1;
@@ -685,6 +802,69 @@ fn upsert(conn: &mut Connection, tweets: &mut [TweetRecord]) -> rusqlite::Result
     Ok(summary)
 }
 
+/// The `authors` table as a load writes it: each distinct author object once, found again by its
+/// digest. A batch comes sorted by author, so a run of tweets with the same author object asks
+/// the table once.
+struct Authors<'t> {
+    find: rusqlite::CachedStatement<'t>,
+    add: rusqlite::CachedStatement<'t>,
+    /// The last author object asked for, and its row.
+    last: Option<(String, i64)>,
+}
+
+impl<'t> Authors<'t> {
+    fn new(tx: &'t Connection) -> rusqlite::Result<Self> {
+        Ok(Authors {
+            find: tx.prepare_cached("SELECT id, json FROM authors WHERE digest = ?1")?,
+            add: tx.prepare_cached("INSERT INTO authors (digest, json) VALUES (?1, ?2)")?,
+            last: None,
+        })
+    }
+
+    /// The row holding the author object `json`, added if there is none.
+    fn id(&mut self, json: &str) -> rusqlite::Result<i64> {
+        if let Some((last, id)) = &self.last
+            && last == json
+        {
+            return Ok(*id);
+        }
+        let digest = author_digest(json);
+        let mut rows = self.find.query([digest])?;
+        let mut found = None;
+        while let Some(row) = rows.next()? {
+            if row.get_ref(1)?.as_bytes()? == json.as_bytes() {
+                found = Some(row.get(0)?);
+                break;
+            }
+        }
+        drop(rows);
+        let id = match found {
+            Some(id) => id,
+            None => self.add.insert(params![digest, json])?,
+        };
+        match &mut self.last {
+            Some((last, last_id)) => {
+                last.clear();
+                last.push_str(json);
+                *last_id = id;
+            }
+            None => self.last = Some((json.to_owned(), id)),
+        }
+        Ok(id)
+    }
+}
+
+/// The `digest` column of an author object: the first 8 bytes of its SHA-256. Texts that share a
+/// digest are told apart by their bytes; a cryptographic hash keeps a crafted input from putting
+/// many authors under one digest.
+fn author_digest(json: &str) -> i64 {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(json.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    i64::from_le_bytes(first)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn media_page(
@@ -695,11 +875,12 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<StoredTweet>> {
         self.read(|conn| {
             let mut page = Vec::new();
+            let mut tweets = Tweets::new(conn);
             page_rows(conn, user, before, |row| {
                 if page.len() == limit {
                     return Ok(false);
                 }
-                page.push(stored_tweet(row)?);
+                page.push(stored_tweet(row, &mut tweets)?);
                 Ok(true)
             })?;
             Ok(page)
@@ -716,6 +897,7 @@ impl Store for SqliteStore {
         self.read(|conn| {
             // One row of look-ahead tells whether another page exists; its JSON is not read.
             let mut info = PageInfo::default();
+            let mut tweets = Tweets::new(conn);
             page_rows(conn, user, before, |row| {
                 if info.count == limit {
                     info.more = true;
@@ -724,8 +906,7 @@ impl Store for SqliteStore {
                 if info.count > 0 {
                     out.push(b',');
                 }
-                // Stored JSON was checked at ingest: copy its bytes, no UTF-8 pass again.
-                out.extend_from_slice(row.get_ref(1)?.as_bytes()?);
+                tweets.write(row, 1, out)?;
                 info.last = Some(TweetId(from_column(row.get(0)?)));
                 info.count += 1;
                 Ok(true)
@@ -1000,6 +1181,199 @@ mod tests {
             rowids.windows(2).all(|w| w[1] == w[0] + 1),
             "newest first, the rows are consecutive and ascending: {rowids:?}"
         );
+    }
+
+    /// A tweet of `user` whose author object has `followers` (its profile at some moment), with
+    /// `pad` bytes of an unknown field ahead of everything, which moves the author in the text.
+    fn tweet_as_seen(tweet_id: u64, user: u64, followers: i64, pad: usize) -> TweetRecord {
+        let mut tweet = xgate_model::sample::tweet(tweet_id, user, true);
+        tweet.user.follower_count = Some(followers);
+        let json = serde_json::to_string(&tweet).unwrap();
+        let json = json.replacen('{', &format!("{{\"x_pad\":\"{}\",", "é".repeat(pad)), 1);
+        TweetRecord::from_json(&json).unwrap()
+    }
+
+    /// Every media tweet of `user` as `media_page` and `media_page_into` serve them, newest first.
+    fn served(store: &SqliteStore, rt: &tokio::runtime::Runtime, user: u64) -> Vec<String> {
+        let page = rt
+            .block_on(store.media_page(UserId(user), None, 1000))
+            .unwrap();
+        let mut out = b"[".to_vec();
+        rt.block_on(store.media_page_into(UserId(user), None, 1000, &mut out))
+            .unwrap();
+        out.push(b']');
+        let texts: Vec<String> = page.into_iter().map(|t| t.json).collect();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("[{}]", texts.join(","))
+        );
+        texts
+    }
+
+    fn count(store: &SqliteStore, table: &str) -> i64 {
+        store
+            .read(|c| c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)))
+            .unwrap()
+    }
+
+    #[test]
+    fn each_author_object_is_stored_once_and_every_tweet_served_as_it_came() {
+        let (_dir, path, rt) = scratch("authors.db");
+        let store = SqliteStore::open(&path).unwrap();
+        // Two profiles of user 11, alternating from one tweet to the next, and user 12's one.
+        let mut batch: Vec<TweetRecord> = (1..=8)
+            .map(|i| tweet_as_seen(i, 11, 100 + (i % 2) as i64, i as usize))
+            .collect();
+        batch.push(tweet_as_seen(50, 12, 7, 0));
+        rt.block_on(store.upsert_tweets(batch.clone())).unwrap();
+        assert_eq!(count(&store, "authors"), 3);
+        let newest_first: Vec<String> = batch[..8].iter().rev().map(|t| t.json.clone()).collect();
+        assert_eq!(served(&store, &rt, 11), newest_first);
+        assert_eq!(served(&store, &rt, 12), [batch[8].json.clone()]);
+
+        // Loaded again, in another batch: nothing changes, no author is added.
+        let again = rt.block_on(store.upsert_tweets(batch.clone())).unwrap();
+        assert_eq!((again.written, again.unchanged), (0, 9));
+        assert_eq!(count(&store, "authors"), 3);
+        // A third profile for one tweet: that tweet alone changes.
+        let changed = tweet_as_seen(3, 11, 999, 3);
+        let summary = rt
+            .block_on(store.upsert_tweets(vec![changed.clone()]))
+            .unwrap();
+        assert_eq!((summary.written, summary.unchanged), (1, 0));
+        assert_eq!(count(&store, "authors"), 4);
+        let mut expected = newest_first;
+        expected[5] = changed.json;
+        assert_eq!(served(&store, &rt, 11), expected);
+    }
+
+    #[test]
+    fn rows_stored_whole_before_authors_were_kept_apart_are_served_and_rewritten() {
+        let (_dir, path, rt) = scratch("whole.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let old = tweet_as_seen(5, 11, 1, 2);
+        // A row as schema versions before 6 wrote it: the whole tweet, no author row.
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO tweets (tweet_id, user_id, has_media, json) VALUES (?1, ?2, 1, ?3)",
+                params![to_column(5), to_column(11), old.json],
+            )
+            .unwrap();
+        rt.block_on(store.upsert_tweets(vec![tweet_as_seen(6, 11, 1, 0)]))
+            .unwrap();
+        let newer = tweet_as_seen(6, 11, 1, 0).json;
+        assert_eq!(served(&store, &rt, 11), [newer.clone(), old.json.clone()]);
+        // Loaded again, the old row takes the new layout; what is served stays the same.
+        let summary = rt.block_on(store.upsert_tweets(vec![old.clone()])).unwrap();
+        assert_eq!(summary.written, 1);
+        assert_eq!(count(&store, "authors"), 1);
+        let whole: i64 = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM tweets WHERE typeof(json) = 'text'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(whole, 0);
+        assert_eq!(served(&store, &rt, 11), [newer, old.json]);
+    }
+
+    #[test]
+    fn a_row_that_does_not_hold_together_is_an_error_not_a_panic() {
+        let apart = |author_id: i64, text: &str, author: std::ops::Range<usize>| {
+            let mut out = Vec::new();
+            put_apart(author_id, text, author, &mut out);
+            rusqlite::types::Value::Blob(out)
+        };
+        for (damage, json) in [
+            (
+                "a header that does not read",
+                rusqlite::types::Value::Blob(vec![0xff; 3]),
+            ),
+            ("an author past the text", {
+                let mut row = postcard::to_allocvec(&(1i64, 50u64)).unwrap();
+                row.extend_from_slice(b"{}");
+                rusqlite::types::Value::Blob(row)
+            }),
+            (
+                "an author that is not there",
+                apart(424_242, "{\"user\":{}}", 8..10),
+            ),
+        ] {
+            let (_dir, path, rt) = scratch("damaged.db");
+            let store = SqliteStore::open(&path).unwrap();
+            rt.block_on(store.upsert_tweets(tweets_of(11, 1..=3)))
+                .unwrap();
+            Connection::open(&path)
+                .unwrap()
+                .execute(
+                    "UPDATE tweets SET json = ?1 WHERE tweet_id = ?2",
+                    params![json, to_column(2)],
+                )
+                .unwrap();
+            let error = rt
+                .block_on(store.media_page(UserId(11), None, 10))
+                .unwrap_err();
+            assert!(
+                error.to_string().contains("tweet") || error.to_string().contains("author"),
+                "{damage}: {error}"
+            );
+            let mut out = Vec::new();
+            assert!(
+                rt.block_on(store.media_page_into(UserId(11), None, 10, &mut out))
+                    .is_err(),
+                "{damage}"
+            );
+            // The rows around it are still served.
+            let before = rt
+                .block_on(store.media_page(UserId(11), Some(TweetId(2)), 10))
+                .unwrap();
+            assert_eq!(before.len(), 1, "{damage}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        #[test]
+        fn whatever_the_authors_every_tweet_is_served_as_last_stored(
+            batches in proptest::collection::vec(
+                proptest::collection::vec((0u64..40, 0i64..3, 0usize..5), 1..30),
+                1..4,
+            ),
+        ) {
+            let (_dir, path, rt) = scratch("property.db");
+            let store = SqliteStore::open(&path).unwrap();
+            let mut last: std::collections::BTreeMap<u64, (u64, String)> = Default::default();
+            for batch in &batches {
+                let records: Vec<TweetRecord> = batch
+                    .iter()
+                    .map(|&(id, followers, pad)| tweet_as_seen(id, 1 + id % 3, followers, pad))
+                    .collect();
+                for r in &records {
+                    last.insert(r.tweet_id.get(), (r.user_id.get(), r.json.clone()));
+                }
+                rt.block_on(store.upsert_tweets(records)).unwrap();
+            }
+            for user in 1..4 {
+                let expected: Vec<String> = last
+                    .iter()
+                    .rev()
+                    .filter(|(_, (u, _))| *u == user)
+                    .map(|(_, (_, json))| json.clone())
+                    .collect();
+                proptest::prop_assert_eq!(served(&store, &rt, user), expected);
+            }
+            // One row for each distinct author object, however often it came.
+            let distinct: std::collections::HashSet<(u64, i64)> = batches
+                .iter()
+                .flatten()
+                .map(|&(id, followers, _)| (1 + id % 3, followers))
+                .collect();
+            proptest::prop_assert_eq!(count(&store, "authors") as usize, distinct.len());
+        }
     }
 
     #[test]

@@ -124,6 +124,19 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE main.credit_grants;
     DROP TABLE main.accounts;
     ",
+    // 6: each distinct author object stored once. A tweet's row written since holds in `json`,
+    // as a BLOB, the author's row here and where the author's text goes back in, then the tweet's
+    // text without it (see `put_apart`); a row written before keeps the whole tweet as TEXT.
+    // Pages put the two back together, to the byte.
+    "
+    CREATE TABLE authors (
+        id     INTEGER PRIMARY KEY,
+        -- The first 8 bytes of the SHA-256 of json, to find a text again.
+        digest INTEGER NOT NULL,
+        json   TEXT NOT NULL
+    );
+    CREATE INDEX authors_by_digest ON authors (digest);
+    ",
 ];
 
 /// The ledger file's schema, one migration a step, tracked in its own `user_version`: the tables
@@ -630,7 +643,7 @@ mod tests {
         assert_eq!(tables(&conn, "ledger"), LEDGER_TABLES);
         assert_eq!(
             tables(&conn, "main"),
-            ["settings", "tweets", "upstream_sync", "users"]
+            ["authors", "settings", "tweets", "upstream_sync", "users"]
         );
     }
 }

@@ -9,7 +9,7 @@ use xgate_store::transfer::{
     AccountRow, AccountsDump, Counts, GrantRow, IdempotencyRow, KeyRow, RequestRow, Transfer,
 };
 
-use crate::{SqliteStore, ledger};
+use crate::{SqliteStore, Tweets, damaged, ledger};
 
 fn sql_limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -37,16 +37,14 @@ impl Transfer for SqliteStore {
                     statement.query(params![to_column(after.get()), sql_limit(limit)])?
                 }
             };
+            let mut texts = Tweets::new(conn);
             let mut tweets = Vec::new();
+            let mut json = Vec::new();
             while let Some(row) = rows.next()? {
-                let json: String = row.get(0)?;
-                tweets.push(TweetRecord::from_json(&json).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        0,
-                        rusqlite::types::Type::Text,
-                        Box::new(e),
-                    )
-                })?);
+                json.clear();
+                texts.write(row, 0, &mut json)?;
+                let text = std::str::from_utf8(&json).map_err(|e| damaged(0, e))?;
+                tweets.push(TweetRecord::from_json(text).map_err(|e| damaged(0, e))?);
             }
             Ok(tweets)
         })

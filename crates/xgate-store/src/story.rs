@@ -33,6 +33,7 @@ macro_rules! story_tests {
             upsert_is_idempotent,
             upsert_replaces_a_changed_tweet,
             json_comes_back_as_stored,
+            each_tweet_keeps_the_author_it_came_with,
             ids_at_the_extremes_are_exact,
             the_newest_profile_wins,
             users_are_listed_with_media_counts,
@@ -220,6 +221,31 @@ pub async fn json_comes_back_as_stored(store: &dyn Store) {
     store.upsert_tweets(vec![rec.clone()]).await.unwrap();
     let page = store.media_page(UserId(4), None, 1).await.unwrap();
     assert_eq!(page[0].json, rec.json);
+}
+
+pub async fn each_tweet_keeps_the_author_it_came_with(store: &dyn Store) {
+    // One user's tweets seen at three moments: the profile differs from one to the next, and a
+    // field ahead of the author moves where it lies in the text.
+    let seen = |tweet_id: u64, followers: i64| {
+        let mut tweet = xgate_model::sample::tweet(tweet_id, 6, true);
+        tweet.user.follower_count = Some(followers);
+        let json = serde_json::to_string(&tweet).unwrap();
+        let json = json.replacen(
+            '{',
+            &format!("{{\"x_seen\":\"{}\",", "·".repeat(followers as usize)),
+            1,
+        );
+        TweetRecord::from_json(&json).unwrap()
+    };
+    let batch: Vec<TweetRecord> = (1..=9).map(|i| seen(i, (i % 3) as i64)).collect();
+    store.upsert_tweets(batch.clone()).await.unwrap();
+    store.upsert_tweets(vec![seen(10, 1)]).await.unwrap();
+    let page = store.media_page(UserId(6), None, 20).await.unwrap();
+    let mut expected: Vec<String> = batch.into_iter().map(|t| t.json).collect();
+    expected.push(seen(10, 1).json);
+    expected.reverse();
+    let served: Vec<String> = page.into_iter().map(|t| t.json).collect();
+    assert_eq!(served, expected);
 }
 
 pub async fn ids_at_the_extremes_are_exact(store: &dyn Store) {
