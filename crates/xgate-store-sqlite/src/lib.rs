@@ -759,10 +759,18 @@ fn upsert(conn: &mut Connection, tweets: &mut [TweetRecord]) -> rusqlite::Result
         let mut authors = Authors::new(&tx)?;
         // Each tweet as its row holds it, one buffer for all.
         let mut stored = Vec::new();
+        // The last tweet's author object and its row: sorted by user, a batch holds runs of
+        // tweets with the same author object, and each run asks the table once.
+        let mut last: Option<(&str, i64)> = None;
         // Only the newest profile of each author in the batch can matter.
         let mut profiles: HashMap<UserId, &TweetRecord> = HashMap::new();
         for t in tweets.iter() {
-            let author_id = authors.id(t.user_json())?;
+            let author = t.user_json();
+            let author_id = match last {
+                Some((text, id)) if text == author => id,
+                _ => authors.id(author)?,
+            };
+            last = Some((author, author_id));
             put_apart(author_id, &t.json, t.user_span.clone(), &mut stored);
             let changed = put_tweet.execute(params![
                 to_column(t.tweet_id.get()),
@@ -803,13 +811,10 @@ fn upsert(conn: &mut Connection, tweets: &mut [TweetRecord]) -> rusqlite::Result
 }
 
 /// The `authors` table as a load writes it: each distinct author object once, found again by its
-/// digest. A batch comes sorted by author, so a run of tweets with the same author object asks
-/// the table once.
+/// digest.
 struct Authors<'t> {
     find: rusqlite::CachedStatement<'t>,
     add: rusqlite::CachedStatement<'t>,
-    /// The last author object asked for, and its row.
-    last: Option<(String, i64)>,
 }
 
 impl<'t> Authors<'t> {
@@ -817,17 +822,11 @@ impl<'t> Authors<'t> {
         Ok(Authors {
             find: tx.prepare_cached("SELECT id, json FROM authors WHERE digest = ?1")?,
             add: tx.prepare_cached("INSERT INTO authors (digest, json) VALUES (?1, ?2)")?,
-            last: None,
         })
     }
 
     /// The row holding the author object `json`, added if there is none.
     fn id(&mut self, json: &str) -> rusqlite::Result<i64> {
-        if let Some((last, id)) = &self.last
-            && last == json
-        {
-            return Ok(*id);
-        }
         let digest = author_digest(json);
         let mut rows = self.find.query([digest])?;
         let mut found = None;
@@ -838,19 +837,10 @@ impl<'t> Authors<'t> {
             }
         }
         drop(rows);
-        let id = match found {
-            Some(id) => id,
-            None => self.add.insert(params![digest, json])?,
-        };
-        match &mut self.last {
-            Some((last, last_id)) => {
-                last.clear();
-                last.push_str(json);
-                *last_id = id;
-            }
-            None => self.last = Some((json.to_owned(), id)),
+        match found {
+            Some(id) => Ok(id),
+            None => self.add.insert(params![digest, json]),
         }
-        Ok(id)
     }
 }
 
