@@ -1,8 +1,9 @@
-//! The embedded store: two SQLite files in WAL mode. The store's own file holds tweets, users and
-//! settings; beside it, `<store>-ledger` holds accounts, keys, credits, the request ledger,
-//! idempotency and rate limits, attached to every connection as `ledger` (queries name tables
-//! without a schema). Charges commit to the ledger alone, so readers of pages keep their page
-//! caches: SQLite drops a connection's whole cache of a file whenever that file changed.
+//! The embedded store: two SQLite files in WAL mode. The store's own file holds tweets (each
+//! distinct author object once, see `Tweets`), users and settings; beside it, `<store>-ledger`
+//! holds accounts, keys, credits, the request ledger, idempotency and rate limits, attached to
+//! every connection as `ledger` (queries name tables without a schema). Charges commit to the
+//! ledger alone, so readers of pages keep their page caches: SQLite drops a connection's whole
+//! cache of a file whenever that file changed.
 //!
 //! Reads run on the calling task. A page is an indexed read of at most a few dozen rows that takes
 //! microseconds, and in WAL mode readers never wait for the writer, so handing it to a blocking
