@@ -746,7 +746,10 @@ fn upsert(conn: &mut Connection, tweets: &mut [TweetRecord]) -> rusqlite::Result
     // and SQLite moves its table cursor from one to the next with one step instead of a seek
     // from the root. Stable, so of two versions of one tweet in a batch the later still wins.
     tweets.sort_by_key(|t| (t.user_id, std::cmp::Reverse(t.tweet_id)));
-    let tx = conn.transaction()?;
+    // The write lock from the start (waiting for it as long as the busy timeout allows): the
+    // batch reads `authors` before it writes, and a read transaction cannot become a write one
+    // once another connection has committed.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut summary = UpsertSummary::default();
     {
         let mut put_tweet = tx.prepare_cached(
@@ -1236,6 +1239,35 @@ mod tests {
         let mut expected = newest_first;
         expected[5] = changed.json;
         assert_eq!(served(&store, &rt, 11), expected);
+    }
+
+    #[test]
+    fn two_loads_at_once_share_authors_and_both_finish() {
+        // Each load's transaction looks its authors up before it writes: it must hold the write
+        // lock from its start, or a commit of the other between the two fails it (SQLite cannot
+        // move a read transaction's snapshot forward into a write).
+        let (_dir, path, rt) = scratch("two.db");
+        let first = Arc::new(SqliteStore::open(&path).unwrap());
+        let second = Arc::new(SqliteStore::open(&path).unwrap());
+        let loads = [first, second].map(|store| {
+            rt.spawn(async move {
+                for round in 0..30u64 {
+                    let batch: Vec<TweetRecord> = (0..20)
+                        .map(|i| tweet_as_seen(round * 100 + i, 1 + i % 3, (round % 4) as i64, 0))
+                        .collect();
+                    store.upsert_tweets(batch).await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        });
+        for load in loads {
+            rt.block_on(load).unwrap().unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        // Of each round's 20 tweets, 7 are user 1's, 7 user 2's and 6 user 3's.
+        for (user, tweets) in [(1, 210), (2, 210), (3, 180)] {
+            assert_eq!(served(&store, &rt, user).len(), tweets, "user {user}");
+        }
     }
 
     #[test]
