@@ -15,6 +15,7 @@ mod accounts;
 mod changes;
 mod ledger;
 mod migrations;
+mod recycle;
 mod transfer;
 mod wal_sync;
 
@@ -47,6 +48,9 @@ const IDLE_READERS: usize = 16;
 pub const READ_CACHE_BYTES: usize = 48 * 1024 * 1024;
 /// The writer's page cache of the tweets file, in KiB, while serving: it writes little there.
 const WRITER_CACHE_KIB: i64 = 8 * 1024;
+/// The tweets file's page size, in bytes: a tweet's JSON is a few KiB, and 16 KiB pages hold
+/// several rows each instead of one row and a lot of slack per 4 KiB page.
+const PAGE_SIZE: u64 = 16384;
 /// The writer's page cache of the tweets file during a bulk load, in KiB: a load touches B-tree
 /// pages all over the file, and a larger cache keeps them from being read and written again.
 const BULK_WRITER_CACHE_KIB: i64 = 64 * 1024;
@@ -118,7 +122,9 @@ struct NewFile {
     /// The partial file, open and locked (`flock`, exclusive) for the whole load, so that two
     /// loads cannot build the same file. SQLite's own locks are `fcntl` locks, which this does
     /// not touch; it is closed only after SQLite's connections to the file.
-    lock: std::fs::File,
+    lock: Arc<std::fs::File>,
+    /// Gives the pages of tweets written so far back to the kernel after each batch.
+    recycler: recycle::Recycler,
 }
 
 /// The embedded SQLite store.
@@ -217,10 +223,14 @@ impl SqliteStore {
         file.set_len(0).map_err(|e| open_error(&partial, e))?;
         let mut store =
             Self::open_file(path.to_path_buf(), partial.clone(), Durability::Unprotected)?;
+        let file = Arc::new(file);
+        let recycler = recycle::Recycler::start(Arc::clone(&file), PAGE_SIZE)
+            .map_err(|e| open_error(&partial, e))?;
         store.new_file = Mutex::new(Some(NewFile {
             target: path.to_path_buf(),
             partial,
             lock: file,
+            recycler,
         }));
         Ok(store)
     }
@@ -267,11 +277,9 @@ impl SqliteStore {
         let ledger = Self::ledger_path(&path);
         let mut writer = Connection::open(&file).map_err(|e| open_error(&path, e))?;
         configure(&writer).map_err(|e| open_error(&path, e))?;
-        // A tweet's JSON is a few KiB: 16 KiB pages hold several rows each instead of one row
-        // and a lot of slack per 4 KiB page. Page sizes take effect only on a new, empty file,
-        // and must precede the switch to WAL.
+        // Page sizes take effect only on a new, empty file, and must precede the switch to WAL.
         let setup = |w: &Connection| -> rusqlite::Result<()> {
-            w.pragma_update(Some(MAIN), "page_size", 16384)?;
+            w.pragma_update(Some(MAIN), "page_size", PAGE_SIZE)?;
             let journal = match durability {
                 Durability::Unprotected => "OFF",
                 Durability::Synced | Durability::Relaxed => "WAL",
@@ -971,6 +979,9 @@ impl Store for SqliteStore {
         let mut tweets = tweets;
         let out = self.write(move |conn| upsert(conn, &mut tweets)).await;
         self.changes.bump();
+        if let Some(new) = lock(&self.new_file).as_ref() {
+            new.recycler.nudge();
+        }
         out
     }
 
@@ -1046,6 +1057,8 @@ impl NewFile {
         let conn = std::mem::replace(&mut *lock(writer), closed);
         conn.close().map_err(|(_, e)| fail("closing", &e))?;
         self.lock.sync_all().map_err(|e| fail("syncing", &e))?;
+        // On disk now, the tweets' pages need not stay in memory.
+        self.recycler.finish();
         // A link, unlike a rename, never replaces a store that appeared at the path meanwhile.
         match std::fs::hard_link(&self.partial, &self.target) {
             Ok(()) => {
@@ -1532,6 +1545,64 @@ mod tests {
             })
             .unwrap();
         assert_eq!((mode.as_str(), check.as_str()), ("wal", "ok"));
+    }
+
+    /// The pages a load gives back to the kernel are the leaf pages of `tweets`, as SQLite's own
+    /// account of the file (`dbstat`) has them, and no others; the loaded store is whole.
+    #[test]
+    fn a_new_store_gives_back_its_tweet_pages_and_keeps_the_rest() {
+        let (_dir, path, rt) = scratch("new.db");
+        let load = SqliteStore::open_for_new_load(&path).unwrap();
+        // Many authors, so that `authors` spans leaf pages of its own.
+        let users = 1..=400u64;
+        for batch in 0..4u64 {
+            let tweets = users
+                .clone()
+                .flat_map(|user| {
+                    tweets_of(user, user * 100 + batch * 5..=user * 100 + batch * 5 + 4)
+                })
+                .collect();
+            rt.block_on(load.upsert_tweets(tweets)).unwrap();
+        }
+        let leaves = |name: &str| -> Vec<u64> {
+            load.read(|c| {
+                c.prepare(
+                    "SELECT pageno FROM dbstat('main') WHERE name = ?1 AND pagetype = 'leaf'
+                     ORDER BY pageno",
+                )?
+                .query_map([name], |r| r.get(0))?
+                .collect()
+            })
+            .unwrap()
+        };
+        let (tweets, authors, timeline) = (
+            leaves("tweets"),
+            leaves("authors"),
+            leaves("tweets_media_timeline"),
+        );
+        assert!(tweets.len() > 100 && authors.len() > 2 && timeline.len() > 2);
+        let pages: u64 = load
+            .read(|c| c.query_row("PRAGMA main.page_count", [], |r| r.get(0)))
+            .unwrap();
+        let file = Arc::clone(&lock(&load.new_file).as_ref().unwrap().lock);
+        let given: Vec<u64> = recycle::tweet_leaves(&file, PAGE_SIZE, 1..pages + 1)
+            .into_iter()
+            .flat_map(|range| (range.start / PAGE_SIZE + 1)..=(range.end / PAGE_SIZE))
+            .collect();
+        assert_eq!(given, tweets);
+
+        rt.block_on(load.finish_load()).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        for user in users {
+            let page = rt
+                .block_on(store.media_page(UserId(user), None, 100))
+                .unwrap();
+            assert_eq!(page.len(), 20, "user {user}");
+        }
+        let check: String = store
+            .read(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(check, "ok");
     }
 
     #[test]
