@@ -75,17 +75,31 @@ impl TweetRecord {
     /// Whitespace between tokens is dropped (a pretty-printed tweet is stored compact); everything
     /// else, numbers and escapes included, is kept to the byte.
     pub fn from_json(text: &str) -> Result<Self, RecordError> {
-        let text = text.trim();
+        Self::check(Cow::Borrowed(text.trim()))
+    }
+
+    /// [`TweetRecord::from_json`] for a text the caller owns, such as a line just read: a compact
+    /// tweet keeps it as its `json`, where a borrowed text is copied.
+    pub fn from_json_string(mut text: String) -> Result<Self, RecordError> {
+        text.truncate(text.trim_end().len());
+        let blank = text.len() - text.trim_start().len();
+        text.drain(..blank);
+        Self::check(Cow::Owned(text))
+    }
+
+    /// Checks `text`, already trimmed, and keeps it as the record's `json` (compacted, if it
+    /// has whitespace between tokens).
+    fn check(text: Cow<'_, str>) -> Result<Self, RecordError> {
         if !text.starts_with('{') {
             return Err(RecordError("a tweet is a JSON object".into()));
         }
         let mut found = outline(text.as_bytes());
         let json = if found.layout {
-            let json = compacted(text);
+            let json = compacted(&text);
             found = outline(json.as_bytes());
             Cow::Owned(json)
         } else {
-            Cow::Borrowed(text)
+            text
         };
         let shape: TweetShape<'_> =
             serde_json::from_str(&json).map_err(|e| RecordError(e.to_string()))?;
@@ -394,6 +408,33 @@ mod tests {
                 let found = outline(text.as_bytes());
                 proptest::prop_assert_eq!(found.user, Some(span_of(&text, field.user.get())));
             }
+        }
+
+        #[test]
+        fn a_text_handed_over_reads_as_the_same_text_borrowed(
+            line in 0..SEED.lines().count(),
+            before in "[ \t\r\n]{0,3}",
+            after in "[ \t\r\n]{0,3}",
+            pretty in proptest::prelude::any::<bool>(),
+            cut in 0usize..40,
+        ) {
+            let value: serde_json::Value =
+                serde_json::from_str(SEED.lines().nth(line).unwrap()).unwrap();
+            let mut body = if pretty {
+                serde_json::to_string_pretty(&value).unwrap()
+            } else {
+                serde_json::to_string(&value).unwrap()
+            };
+            // Cut short, most texts are no tweet at all.
+            let mut end = body.len() - cut;
+            while !body.is_char_boundary(end) {
+                end -= 1;
+            }
+            body.truncate(end);
+            let text = format!("{before}{body}{after}");
+            let borrowed = TweetRecord::from_json(&text);
+            proptest::prop_assert_eq!(cut == 0, borrowed.is_ok());
+            proptest::prop_assert_eq!(TweetRecord::from_json_string(text), borrowed);
         }
 
         #[test]

@@ -166,7 +166,7 @@ impl Connector for XApiV2 {
             // A post that cannot be mapped (an expansion missing) is left out, not the page.
             let record = tweet
                 .and_then(|t| serde_json::to_string(&t).map_err(|e| e.to_string()))
-                .and_then(|json| TweetRecord::from_json(&json).map_err(|e| e.to_string()));
+                .and_then(|json| TweetRecord::from_json_string(json).map_err(|e| e.to_string()));
             match record {
                 Ok(record) if record.has_media && record.user_id == user => tweets.push(record),
                 Ok(_) => {}

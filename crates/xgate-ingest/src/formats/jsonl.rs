@@ -17,10 +17,11 @@ impl Format for Jsonl {
     }
 
     fn read(&self, input: &mut dyn BufRead, origin: &str, emit: &mut dyn FnMut(Item)) {
-        let mut line = Vec::new();
         let mut number = 0u64;
         loop {
-            line.clear();
+            // Each line is read into a buffer of its own, which a good line's record keeps as
+            // its text, uncopied. Empty, it takes the line's size on its first extension.
+            let mut line = Vec::new();
             number += 1;
             match read_line(input, &mut line) {
                 Ok(0) => return,
@@ -34,10 +35,13 @@ impl Format for Jsonl {
                     return;
                 }
             }
-            let item = match std::str::from_utf8(&line) {
-                Err(e) => Err(format!("not UTF-8 (byte {})", e.valid_up_to() + 1)),
+            let item = match String::from_utf8(line) {
+                Err(e) => Err(format!(
+                    "not UTF-8 (byte {})",
+                    e.utf8_error().valid_up_to() + 1
+                )),
                 Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => TweetRecord::from_json(text).map_err(|e| e.to_string()),
+                Ok(text) => TweetRecord::from_json_string(text).map_err(|e| e.to_string()),
             };
             emit(item.map_err(|reason| Rejection::new(origin, number, reason)));
         }

@@ -51,7 +51,9 @@ impl Format for XApiV2 {
                 let place = || format!("{origin}:page[{index}].data[{at}]");
                 let item = tweet
                     .and_then(|t| serde_json::to_string(&t).map_err(|e| e.to_string()))
-                    .and_then(|json| TweetRecord::from_json(&json).map_err(|e| e.to_string()));
+                    .and_then(|json| {
+                        TweetRecord::from_json_string(json).map_err(|e| e.to_string())
+                    });
                 emit(item.map_err(|reason| Rejection {
                     place: place(),
                     reason,

@@ -262,7 +262,7 @@ fn read_archive(source: &mut Source, origin: &str, emit: &mut dyn FnMut(Item)) {
                     legacy::map_tweet(tweet, user.clone(), context)
                 })
                 .and_then(|t| serde_json::to_string(&t).map_err(|e| e.to_string()))
-                .and_then(|json| TweetRecord::from_json(&json).map_err(|e| e.to_string()));
+                .and_then(|json| TweetRecord::from_json_string(json).map_err(|e| e.to_string()));
             emit(item.map_err(|reason| Rejection {
                 place: format!("{origin}:{name}[{index}]"),
                 reason,

@@ -52,7 +52,9 @@ impl Format for XGraphql {
                 let item = match map_result(result) {
                     Ok(Some(tweet)) => serde_json::to_string(&tweet)
                         .map_err(|e| e.to_string())
-                        .and_then(|json| TweetRecord::from_json(&json).map_err(|e| e.to_string())),
+                        .and_then(|json| {
+                            TweetRecord::from_json_string(json).map_err(|e| e.to_string())
+                        }),
                     Ok(None) => continue,
                     Err(reason) => Err(reason),
                 };
